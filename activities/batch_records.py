@@ -17,9 +17,11 @@ from serving.decode import FrameRejected, decode_frame
 from workflows.batch_types import (
     CompleteBatchInput,
     FrameOutcome,
+    FrameRef,
     RecordBatchInput,
     ValidateFramesInput,
     ValidateFramesResult,
+    make_frame_id,
 )
 
 log = get_logger(__name__)
@@ -52,31 +54,36 @@ class BatchActivities:
                     ON CONFLICT (frame_id) DO NOTHING
                     """,
                     [
-                        (f.frame_id, input.batch_id, f.position, f.object_key, f.sha256, f.filename, f.content_type, f.size_bytes)
-                        for f in input.frames
+                        (make_frame_id(input.batch_id, position), input.batch_id, position, f.object_key,
+                         f.object_key.rsplit("/", 1)[-1], f.filename, f.content_type, f.size_bytes)
+                        for position, f in enumerate(input.frames)
                     ],
                 )
         log.info("batch recorded", batch_id=input.batch_id, frames=len(input.frames))
 
     @activity.defn
     async def validate_frames(self, input: ValidateFramesInput) -> ValidateFramesResult:
-        outcomes: list[FrameOutcome] = []
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT frame_id, object_key FROM frames WHERE batch_id = %s AND position >= %s AND position < %s"
+                " ORDER BY position",
+                (input.batch_id, input.start, input.end),
+            )
+            frames = await cur.fetchall()
+        result = ValidateFramesResult()
         rows = []
-        for frame in input.frames:
+        for frame in frames:
             try:
-                data = await asyncio.to_thread(self.store.get, frame.object_key)
+                data = await asyncio.to_thread(self.store.get, frame["object_key"])
                 decoded = await asyncio.to_thread(decode_frame, data, self.max_frame_pixels)
-            except ObjectNotFoundError:
-                reason = "frame missing from the object store"
-                outcomes.append(FrameOutcome(frame.frame_id, False, reason))
-                rows.append(("rejected", reason, None, None, None, frame.frame_id))
-            except FrameRejected as exc:
-                outcomes.append(FrameOutcome(frame.frame_id, False, str(exc)))
-                rows.append(("rejected", str(exc), None, None, None, frame.frame_id))
+            except (ObjectNotFoundError, FrameRejected) as exc:
+                reason = str(exc) if isinstance(exc, FrameRejected) else "frame missing from the object store"
+                result.rejected.append(FrameOutcome(frame["frame_id"], False, reason))
+                rows.append(("rejected", reason, None, None, None, frame["frame_id"]))
             else:
-                outcomes.append(FrameOutcome(frame.frame_id, True))
-                rows.append(("accepted", None, decoded.width, decoded.height, decoded.format, frame.frame_id))
-            activity.heartbeat(len(outcomes))
+                result.accepted.append(FrameRef(frame["frame_id"], frame["object_key"]))
+                rows.append(("accepted", None, decoded.width, decoded.height, decoded.format, frame["frame_id"]))
+            activity.heartbeat(len(rows))
         async with self.pool.connection() as conn, conn.cursor() as cur:
             await cur.executemany(
                 """
@@ -86,9 +93,8 @@ class BatchActivities:
                 """,
                 rows,
             )
-        rejected = sum(not o.accepted for o in outcomes)
-        log.info("frames validated", batch_id=input.batch_id, frames=len(outcomes), rejected=rejected)
-        return ValidateFramesResult(outcomes)
+        log.info("frames validated", batch_id=input.batch_id, frames=len(rows), rejected=len(result.rejected))
+        return result
 
     @activity.defn
     async def complete_batch(self, input: CompleteBatchInput) -> None:

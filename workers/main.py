@@ -28,7 +28,7 @@ async def run_worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", task_queue=worker.task_queue if hasattr(worker, "task_queue") else None)
+        log.info("worker started", task_queue=settings.orchestration_task_queue)
         async with worker:
             await stop.wait()
         log.info("worker stopped")

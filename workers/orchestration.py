@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -11,20 +9,17 @@ from temporalio.worker import Worker
 from activities.batch_records import BatchActivities
 from infra.settings import Settings
 from infra.store import ObjectStore
-from workflows.batch_types import TASK_QUEUE
 from workflows.frame_batch import FrameBatchWorkflow
 
 WORKFLOWS = [FrameBatchWorkflow]
 
 
-def orchestration_worker(
-    client: Client, pool: AsyncConnectionPool, store: ObjectStore, settings: Settings, task_queue: str = TASK_QUEUE
-) -> Worker:
+def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: ObjectStore, settings: Settings) -> Worker:
     batches = BatchActivities(pool, store, settings.max_frame_pixels)
     return Worker(
         client,
-        task_queue=task_queue,
+        task_queue=settings.orchestration_task_queue,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
         workflows=WORKFLOWS,
         activities=[batches.record_batch, batches.validate_frames, batches.complete_batch],
-        activity_executor=ThreadPoolExecutor(8),
     )

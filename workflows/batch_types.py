@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TASK_QUEUE = "orchestration"
+WORKFLOW_NAME = "FrameBatchWorkflow"
+
+# Camera, site and idempotency keys become parts of workflow ids and object keys: keep them plain.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 def batch_workflow_id(camera_id: str, idempotency_key: str) -> str:
@@ -13,15 +17,27 @@ def batch_workflow_id(camera_id: str, idempotency_key: str) -> str:
     return f"batch-{camera_id}-{idempotency_key}"
 
 
+def make_frame_id(batch_id: str, position: int) -> str:
+    return f"{batch_id}:{position:04d}"
+
+
 @dataclass
-class FrameRef:
-    frame_id: str
-    position: int
+class SubmittedFrame:
+    """A frame as submitted: stored already, named by its content-addressed key. Its frame id is
+    derived from the batch id and its position in the batch, so it needs no field of its own."""
+
     object_key: str
-    sha256: str
     size_bytes: int
     filename: str = ""
     content_type: str = ""
+
+
+@dataclass
+class FrameRef:
+    """A recorded frame, as the steps after validation (classification, review) need it."""
+
+    frame_id: str
+    object_key: str
 
 
 @dataclass
@@ -29,7 +45,7 @@ class FrameBatchInput:
     batch_id: str
     camera_id: str
     site_id: str
-    frames: list[FrameRef]
+    frames: list[SubmittedFrame]
     chunk_size: int = 64
     webhook_url: str | None = None
 
@@ -40,13 +56,16 @@ class RecordBatchInput:
     camera_id: str
     site_id: str
     run_id: str
-    frames: list[FrameRef]
+    frames: list[SubmittedFrame]
 
 
 @dataclass
 class ValidateFramesInput:
+    """Positions [start, end) of the batch; the frames are read from Postgres, not carried here."""
+
     batch_id: str
-    frames: list[FrameRef]
+    start: int
+    end: int
 
 
 @dataclass
@@ -58,7 +77,8 @@ class FrameOutcome:
 
 @dataclass
 class ValidateFramesResult:
-    outcomes: list[FrameOutcome] = field(default_factory=list)
+    accepted: list[FrameRef] = field(default_factory=list)
+    rejected: list[FrameOutcome] = field(default_factory=list)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from workflows.batch_types import (
     FrameBatchInput,
     FrameBatchResult,
     FrameOutcome,
+    FrameRef,
     RecordBatchInput,
     ValidateFramesInput,
 )
@@ -51,22 +52,24 @@ class FrameBatchWorkflow:
             retry_policy=_DB_RETRY,
         )
 
-        chunks = [input.frames[i : i + input.chunk_size] for i in range(0, len(input.frames), input.chunk_size)]
+        total = len(input.frames)
         results = await asyncio.gather(
             *(
                 workflow.execute_activity_method(
                     BatchActivities.validate_frames,
-                    ValidateFramesInput(input.batch_id, chunk),
-                    start_to_close_timeout=timedelta(minutes=2),
+                    ValidateFramesInput(input.batch_id, start, min(start + input.chunk_size, total)),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    # A killed worker's chunk is retried after this, not after the whole timeout.
+                    heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=_DB_RETRY,
                 )
-                for chunk in chunks
+                for start in range(0, total, input.chunk_size)
             )
         )
-        outcomes: list[FrameOutcome] = [o for r in results for o in r.outcomes]
-        self._validated = len(outcomes)
+        accepted: list[FrameRef] = [f for r in results for f in r.accepted]
+        rejected: list[FrameOutcome] = [o for r in results for o in r.rejected]
+        self._validated = len(accepted) + len(rejected)
 
-        rejected = [o for o in outcomes if not o.accepted]
         await workflow.execute_activity_method(
             BatchActivities.complete_batch,
             CompleteBatchInput(input.batch_id, "completed"),
@@ -77,8 +80,8 @@ class FrameBatchWorkflow:
         return FrameBatchResult(
             batch_id=input.batch_id,
             status="completed",
-            frame_count=len(input.frames),
-            accepted=len(outcomes) - len(rejected),
+            frame_count=total,
+            accepted=len(accepted),
             rejected=len(rejected),
             rejections=rejected,
         )

@@ -20,7 +20,7 @@ CREATE INDEX batches_site_created ON batches (site_id, created_at DESC);
 CREATE INDEX batches_status_created ON batches (status, created_at DESC);
 
 CREATE TABLE frames (
-    frame_id       text PRIMARY KEY,              -- <batch_id>/<position>
+    frame_id       text PRIMARY KEY,              -- <batch_id>:<position>, see workflows.batch_types.frame_id
     batch_id       text NOT NULL REFERENCES batches (batch_id) ON DELETE CASCADE,
     position       integer NOT NULL,
     object_key     text NOT NULL,                 -- content-addressed: frames/sha256/..

@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test up down status bench-serving bench-ingest clean browser
+
+# The venv is rebuilt only when the dependencies change; a re-run costs a few seconds.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@touch $(STAMP)
+
+# Debian's chromium for the reviewer-page browser test; Playwright never downloads a browser here.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# The main job on the embedded local stack; the stack is stopped afterwards unless KEEP_UP=1.
+demo: $(STAMP)
+	@$(BIN)/sightline up
+	@status=0; $(BIN)/sightline demo || status=$$?; \
+	if [ "$(KEEP_UP)" = 1 ]; then echo "the stack keeps running: open the link above; stop it with 'make down'"; \
+	else $(BIN)/sightline down; echo "(the history stays in .sightline/: 'make up' brings the UI back to that link)"; fi; \
+	exit $$status
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+up: $(STAMP)
+	@$(BIN)/sightline up
+
+down:
+	@test -x $(BIN)/sightline && $(BIN)/sightline down || true
+
+status:
+	@$(BIN)/sightline status
+
+clean: down
+	rm -rf .sightline

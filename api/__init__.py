@@ -1,0 +1,1 @@
+"""The FastAPI application: routes by resource, auth dependencies, the reviewer pages."""

@@ -1,0 +1,54 @@
+"""The FastAPI application factory. Clients (Postgres pool, Temporal, object store) are created once
+in the lifespan and reached by routes through the dependencies in api.deps."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routes import batches, health
+from infra.db import apply_migrations, open_pool
+from infra.log import configure_logging
+from infra.settings import Settings, get_settings
+from infra.stack_urls import database_url
+from infra.store import store_from_settings
+from infra.temporal import connect
+
+
+def create_app(settings: Settings | None = None, *, temporal_client=None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        url = database_url(settings)
+        apply_migrations(url)
+        app.state.settings = settings
+        app.state.store = store_from_settings(settings)
+        app.state.temporal = temporal_client or await connect(settings.temporal_address, settings.temporal_namespace)
+        async with open_pool(url) as pool:
+            app.state.pool = pool
+            yield
+
+    app = FastAPI(
+        title="Sightline",
+        version="0.1.0",
+        description="Durable orchestration for production computer vision: submit frame batches, "
+        "read predictions, review uncertain frames, retrain and roll out models.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(batches.router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_json, settings.log_level, service="api")
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

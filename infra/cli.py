@@ -1,0 +1,83 @@
+"""The `sightline` command. Sub-commands that belong to higher layers (model, camera, keys, webhooks,
+demo) are mounted in `main()`, so importing this module stays cheap and one-directional."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.settings import get_settings
+from infra.stack import LocalStack, StackError
+
+app = typer.Typer(help="Sightline: durable orchestration for production computer vision.", no_args_is_help=True)
+# Off a terminal (make, CI logs) rich would wrap at 80 columns and cut URLs and paths.
+console = Console(width=None if Console().is_terminal else 200)
+
+
+def _status_table(parts) -> Table:
+    table = Table("part", "state", "pid", "where", "log")
+    for part in parts:
+        state = "[green]running[/]" if part.running else "[red]stopped[/]"
+        table.add_row(part.name, state, str(part.pid or "-"), part.url, str(part.log or "-"))
+    return table
+
+
+@app.command()
+def up() -> None:
+    """Start the local stack (Postgres, Temporal + UI, Ray, worker, API); returns when all are healthy."""
+    stack = LocalStack(get_settings())
+    try:
+        with console.status("starting the local stack") as status:
+            parts = stack.up(progress=lambda name: status.update(f"starting {name}"))
+    except StackError as exc:
+        console.print(f"[red]the stack did not come up:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(_status_table(parts))
+
+
+@app.command()
+def down() -> None:
+    """Stop every part of the local stack."""
+    stopped = LocalStack(get_settings()).down()
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def status() -> None:
+    """Show each part of the local stack with its URL and pid."""
+    parts = LocalStack(get_settings()).status()
+    console.print(_status_table(parts))
+    if not all(p.running for p in parts):
+        raise typer.Exit(3)
+
+
+# (module, attribute, name): typer apps and commands owned by the layers above infra.
+_MOUNTS = [
+    ("infra.keys_cli", "keys_app", "keys"),
+    ("infra.webhooks_cli", "webhooks_app", "webhooks"),
+    ("serving.cli", "model_app", "model"),
+    ("serving.cli", "camera_command", "camera"),
+    ("api.demo", "demo_command", "demo"),
+]
+
+
+def main() -> None:
+    for module_name, attribute, name in _MOUNTS:
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    app()
+
+
+if __name__ == "__main__":
+    main()
