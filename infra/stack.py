@@ -4,7 +4,9 @@ data dir. `up` starts what is not running and returns when each part answers its
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import hashlib
 import os
 import signal
 import socket
@@ -23,7 +25,7 @@ from infra.db import apply_migrations
 from infra.postgres_server import LocalPostgres
 from infra.settings import Settings
 from infra.stack_urls import LOCAL_DATABASE, postgres_dir
-from infra.temporal import temporal_cli_path
+from infra.temporal import connect, has_pollers, temporal_cli_path
 
 SEARCH_ATTRIBUTES = {
     "SightlineCamera": "Keyword",
@@ -206,12 +208,12 @@ class LocalStack:
         # Ray puts Unix sockets under its temp dir; their paths must stay under 107 bytes.
         path = self.root / "ray"
         if len(str(path)) > 40:
-            path = Path("/tmp") / f"sightline-ray-{abs(hash(str(self.root))) % 10**8}"
+            path = Path("/tmp") / f"sightline-ray-{hashlib.sha256(str(self.root).encode()).hexdigest()[:10]}"
         return path
 
     @property
     def ray_address(self) -> str:
-        return self.settings.ray_address or "127.0.0.1:6380"
+        return self.settings.ray_address or f"127.0.0.1:{self.settings.ray_head_port}"
 
     def start_ray(self) -> None:
         if self.settings.ray_address or self._pid("ray"):
@@ -243,7 +245,11 @@ class LocalStack:
     def _worker_polling(self) -> bool:
         if not self._pid("worker"):
             raise StackError("the worker exited:\n" + self._log("worker").read_text(errors="replace")[-3000:])
-        return "worker started" in self._log("worker").read_text(errors="replace")
+        async def polling() -> bool:
+            client = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
+            return await has_pollers(client, self.settings.temporal_namespace, self.settings.orchestration_task_queue)
+
+        return asyncio.run(polling())
 
     def start_api(self) -> None:
         if self._pid("api"):

@@ -179,7 +179,9 @@ class S3Store:
         self.client.remove_object(self.bucket, self._name(key))
 
     def list(self, prefix: str = "") -> list[str]:
-        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if prefix:  # a prefix may end in "/"; validate it as the key it starts
+            validate_key(prefix.rstrip("/") or "x")
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(o.object_name[strip:] for o in self.client.list_objects(self.bucket, prefix=full, recursive=True))
 

@@ -1,0 +1,13 @@
+# One image for the API, the worker and the serving process; the command picks the role.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml requirements.lock README.md ./
+COPY infra infra
+COPY workflows workflows
+COPY activities activities
+COPY workers workers
+COPY serving serving
+COPY api api
+RUN pip install --no-cache-dir -c requirements.lock . && useradd --create-home sightline
+USER sightline
