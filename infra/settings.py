@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # The URL clients and the demo use to reach the API; derived from host and port when empty.
     api_url: str = ""
 
+    # Signs time-limited image URLs and cookie sessions; generated into the data dir when empty.
+    secret_key: str = ""
+    image_url_ttl_s: int = Field(900, ge=10)
+
     log_json: bool | None = None  # None: JSON when stdout is not a terminal
     log_level: str = "INFO"
 
@@ -57,6 +61,24 @@ class Settings(BaseSettings):
 
     # Frames per classification activity; one activity per chunk, never one per frame.
     classify_chunk_size: int = Field(64, ge=1)
+
+    # Live cameras: frames gather into a batch until this many arrive or this long after the first.
+    camera_batch_max_frames: int = Field(32, ge=1)
+    camera_batch_max_wait_s: float = Field(5.0, gt=0)
+
+    # Routing after classification: below this confidence a frame goes to human review; a sample of
+    # the confident ones goes too (so error rates can be estimated); a confident defect raises an alert.
+    review_confidence_threshold: float = Field(0.80, ge=0, le=1)
+    qa_sample_rate: float = Field(0.02, ge=0, le=1)
+    alert_confidence_threshold: float = Field(0.90, ge=0, le=1)
+    ok_labels: list[str] = ["ok"]
+    reviews_required: int = Field(1, ge=1, le=2)
+
+    # Human review: the SLA per priority (escalation when it passes), how long a claim holds before the
+    # task returns to the queue, and where escalations are announced (empty: recorded, not sent).
+    review_sla_seconds: dict[str, float] = {"low": 86400.0, "normal": 14400.0, "high": 3600.0, "urgent": 900.0}
+    review_claim_lease_seconds: float = Field(600.0, gt=0)
+    review_escalation_webhook_url: str = ""
 
     @property
     def resolved_data_dir(self) -> Path:

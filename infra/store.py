@@ -50,6 +50,7 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None: ...
@@ -99,6 +100,12 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key) from None
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -173,6 +180,16 @@ class S3Store:
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 return False
+            raise
+
+    def size(self, key: str) -> int:
+        from minio.error import S3Error
+
+        try:
+            return self.client.stat_object(self.bucket, self._name(key)).size
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                raise ObjectNotFoundError(key) from None
             raise
 
     def delete(self, key: str) -> None:

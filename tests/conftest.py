@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
 from infra.db import apply_migrations, open_pool
@@ -25,6 +26,7 @@ from infra.settings import Settings
 from infra.store import LocalStore, S3Store
 from infra.temporal import temporal_cli_path
 from workflows import search_attributes as sa
+from workflows.inference_types import ClassifyFramesInput, ClassifyFramesResult, FramePrediction
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
@@ -144,14 +146,61 @@ def task_queue():
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+CLASSES = ["ok", "scratch", "dent", "stain"]
+
+
+class ScriptedClassifier:
+    """Stands in for the serving cluster in API and routing tests: the activity registered under the
+    real activity's name answers what the test scripted per object key (default: ok at 0.99).
+    The real Ray Serve path has its own end-to-end tests."""
+
+    model_version = "v-test"
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[str, float]] = {}
+        self.calls = 0
+
+    def script(self, object_key: str, label: str, confidence: float) -> None:
+        self.answers[object_key] = (label, confidence)
+
+    def activity(self):
+        @activity.defn(name="classify_frames")
+        async def classify_frames(input: ClassifyFramesInput) -> ClassifyFramesResult:
+            self.calls += 1
+            predictions = []
+            for frame in input.frames:
+                label, confidence = self.answers.get(frame.object_key, ("ok", 0.99))
+                rest = (1 - confidence) / (len(CLASSES) - 1)
+                probabilities = {c: round(confidence if c == label else rest, 4) for c in CLASSES}
+                predictions.append(FramePrediction(frame.frame_id, label, confidence, probabilities,
+                                                   {"brightness": 0.5}, self.model_version))
+            return ClassifyFramesResult(self.model_version, predictions, [])
+
+        return classify_frames
+
+
 @dataclass
 class ApiEnv:
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # carries an ingest key
     app: object
     settings: Settings
     store: object
     client: object
     pool: object
+    keys: dict[str, str]
+    classifier: ScriptedClassifier
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api_keys(db_pool) -> dict[str, str]:
+    """One API key per role in the session's database."""
+    from infra.api_keys import ROLES, create_key
+
+    async with db_pool.connection() as conn:
+        return {role: (await create_key(conn, f"test {role}", role)).raw_key for role in ROLES}
 
 
 @pytest.fixture
@@ -166,18 +215,27 @@ def test_settings(postgres_url, tmp_path, task_queue, temporal_env) -> Settings:
         orchestration_task_queue=task_queue,
         inference_task_queue=f"{task_queue}-inference",
         training_task_queue=f"{task_queue}-training",
+        qa_sample_rate=0.0,  # tests that want QA samples set it; others stay deterministic
     )
 
 
 @pytest_asyncio.fixture
-async def api(test_settings, temporal_client, db_pool):
-    """The API app (lifespan run) behind an httpx client, and an orchestration worker on the test's queue."""
+async def api(test_settings, temporal_client, db_pool, api_keys):
+    """The API app (lifespan run) behind an httpx client holding an ingest key, an orchestration
+    worker on the test's queue, and a scripted classifier on its inference queue."""
+    from temporalio.worker import Worker
+
     from api.main import create_app
     from workers.orchestration import orchestration_worker
 
+    classifier = ScriptedClassifier()
     app = create_app(test_settings, temporal_client=temporal_client)
     async with app.router.lifespan_context(app):
         worker = orchestration_worker(temporal_client, db_pool, app.state.store, test_settings)
-        async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sightline.test",
-                                             timeout=60) as http:
-            yield ApiEnv(http, app, test_settings, app.state.store, temporal_client, db_pool)
+        inference = Worker(temporal_client, task_queue=test_settings.inference_task_queue,
+                           activities=[classifier.activity()])
+        async with worker, inference, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sightline.test", timeout=60,
+            headers={"Authorization": f"Bearer {api_keys['ingest']}"},
+        ) as http:
+            yield ApiEnv(http, app, test_settings, app.state.store, temporal_client, db_pool, api_keys, classifier)

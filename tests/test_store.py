@@ -22,6 +22,9 @@ def test_put_get_exists_delete_list(store):
     store.put("other/three.bin", b"333")
     assert store.get("a/b/one.bin") == b"1"
     assert store.exists("a/two.bin") and not store.exists("a/none.bin")
+    assert store.size("a/two.bin") == 2
+    with pytest.raises(ObjectNotFoundError):
+        store.size("a/none.bin")
     assert store.list("a/") == ["a/b/one.bin", "a/two.bin"]
     store.put("a/two.bin", b"replaced")
     assert store.get("a/two.bin") == b"replaced"

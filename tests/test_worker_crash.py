@@ -36,17 +36,24 @@ async def count_validated(pool, batch_id) -> int:
         return (await cur.fetchone())["n"]
 
 
-async def test_killed_worker_batch_is_finished_by_a_new_worker(test_settings, temporal_client, db_pool, tmp_path):
-    from api.main import create_app
+async def test_killed_worker_batch_is_finished_by_a_new_worker(test_settings, temporal_client, db_pool, tmp_path,
+                                                               api_keys):
     import httpx
+    from temporalio.worker import Worker
+
+    from api.main import create_app
+    from tests.conftest import ScriptedClassifier
 
     settings = test_settings.model_copy(update={"classify_chunk_size": 2})
     app = create_app(settings, temporal_client=temporal_client)
     first = start_worker(settings, tmp_path / "worker-1.log")
     second = None
     try:
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60
+        inference = Worker(temporal_client, task_queue=settings.inference_task_queue,
+                           activities=[ScriptedClassifier().activity()])
+        async with app.router.lifespan_context(app), inference, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60,
+            headers={"Authorization": f"Bearer {api_keys['ingest']}"},
         ) as http:
             files = [(f"n{i}.png", noise_png(i, size=768), "image/png") for i in range(FRAMES)]
             response = await http.post("/v1/batches", data={"camera_id": "crash", "idempotency_key": "k"},

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import httpx
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.batch_records import BatchActivities
+from activities.predictions import PredictionActivities
+from activities.webhooks import WebhookActivities
 from infra.settings import Settings
 from infra.store import ObjectStore
+from workflows.alert_delivery import WebhookDeliveryWorkflow
+from workflows.camera_stream import CameraStreamWorkflow
 from workflows.frame_batch import FrameBatchWorkflow
 
-WORKFLOWS = [FrameBatchWorkflow]
+WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow]
 
 
 def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: ObjectStore, settings: Settings) -> Worker:
     batches = BatchActivities(pool, store, settings.max_frame_pixels)
+    predictions = PredictionActivities(pool)
+    # One client for the worker's life: connection reuse across deliveries to the same receivers.
+    webhooks = WebhookActivities(pool, httpx.AsyncClient(follow_redirects=False))
     return Worker(
         client,
         task_queue=settings.orchestration_task_queue,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         workflows=WORKFLOWS,
-        activities=[batches.record_batch, batches.validate_frames, batches.complete_batch],
+        activities=[batches.record_batch, batches.validate_frames, batches.complete_batch,
+                    predictions.record_predictions,
+                    webhooks.ensure_webhook_subscription, webhooks.deliver_webhook],
     )

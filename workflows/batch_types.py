@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TASK_QUEUE = "orchestration"
 WORKFLOW_NAME = "FrameBatchWorkflow"
 
 # Camera, site and idempotency keys become parts of workflow ids and object keys: keep them plain.
@@ -41,6 +40,18 @@ class FrameRef:
 
 
 @dataclass
+class RoutingRules:
+    """Where classified frames go; a snapshot of the settings taken when the batch was submitted, so
+    the rules a batch ran under are in its history."""
+
+    review_below: float = 0.80
+    qa_sample_rate: float = 0.02
+    alert_at_or_above: float = 0.90
+    ok_labels: list[str] = field(default_factory=lambda: ["ok"])
+    reviews_required: int = 1
+
+
+@dataclass
 class FrameBatchInput:
     batch_id: str
     camera_id: str
@@ -48,6 +59,9 @@ class FrameBatchInput:
     frames: list[SubmittedFrame]
     chunk_size: int = 64
     webhook_url: str | None = None
+    rules: RoutingRules = field(default_factory=RoutingRules)
+    model_alias: str = "production"
+    inference_task_queue: str = "inference"
 
 
 @dataclass
@@ -82,9 +96,20 @@ class ValidateFramesResult:
 
 
 @dataclass
+class FrameRoute:
+    frame_id: str
+    route: str  # review or alert
+    reason: str  # low_confidence, qa_sample or defect
+    workflow_id: str | None = None
+
+
+@dataclass
 class CompleteBatchInput:
     batch_id: str
     status: str
+    model_version: str | None = None
+    routes: list[FrameRoute] = field(default_factory=list)
+    rejected: list[FrameOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +120,10 @@ class FrameBatchResult:
     accepted: int
     rejected: int
     rejections: list[FrameOutcome] = field(default_factory=list)
+    model_version: str | None = None
+    label_counts: dict[str, int] = field(default_factory=dict)
+    sent_to_review: int = 0
+    defects: int = 0
 
 
 @dataclass

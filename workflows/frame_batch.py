@@ -1,14 +1,19 @@
-"""FrameBatchWorkflow: record a batch, validate and decode its frames in chunks, and close it."""
+"""FrameBatchWorkflow: record a batch, validate its frames, classify them through the serving cluster,
+record the predictions, route each frame (human review, QA sample, alert) and close the batch."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 from workflows import search_attributes as sa
+from workflows.alert_delivery import start_webhook_delivery
 from workflows.batch_types import (
     BatchProgress,
     CompleteBatchInput,
@@ -16,14 +21,45 @@ from workflows.batch_types import (
     FrameBatchResult,
     FrameOutcome,
     FrameRef,
+    FrameRoute,
     RecordBatchInput,
+    RoutingRules,
     ValidateFramesInput,
 )
+from workflows.inference_types import (
+    ClassifyFramesInput,
+    ClassifyFramesResult,
+    FramePrediction,
+    RecordPredictionsInput,
+)
+from workflows.review_types import WORKFLOW_NAME as REVIEW_WORKFLOW
+from workflows.review_types import ReviewTaskInput, review_workflow_id
 
 with workflow.unsafe.imports_passed_through():
     from activities.batch_records import BatchActivities
+    from activities.inference import InferenceActivities
+    from activities.predictions import PredictionActivities
 
 _DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# Serving may be restarting or scaling; keep trying for a while, then fail the batch visibly.
+_SERVING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
+                             maximum_attempts=30)
+
+
+def route_frames(
+    predictions: list[FramePrediction], rules: RoutingRules, sample: list[float]
+) -> list[FrameRoute]:
+    """Pure routing rules. `sample[i]` is a uniform draw for prediction i (workflow.random in the
+    workflow, so replays draw the same)."""
+    routes = []
+    for prediction, draw in zip(predictions, sample, strict=True):
+        if prediction.confidence < rules.review_below:
+            routes.append(FrameRoute(prediction.frame_id, "review", "low_confidence"))
+        elif draw < rules.qa_sample_rate:
+            routes.append(FrameRoute(prediction.frame_id, "review", "qa_sample"))
+        if prediction.label not in rules.ok_labels and prediction.confidence >= rules.alert_at_or_above:
+            routes.append(FrameRoute(prediction.frame_id, "alert", "defect"))
+    return routes
 
 
 @workflow.defn
@@ -32,6 +68,7 @@ class FrameBatchWorkflow:
         self._status = "received"
         self._total = 0
         self._validated = 0
+        self._classified = 0
 
     @workflow.query
     def progress(self) -> BatchProgress:
@@ -43,7 +80,7 @@ class FrameBatchWorkflow:
 
     @workflow.run
     async def run(self, input: FrameBatchInput) -> FrameBatchResult:
-        self._total = len(input.frames)
+        self._total = total = len(input.frames)
         self._set_status("running")
         await workflow.execute_activity_method(
             BatchActivities.record_batch,
@@ -52,7 +89,6 @@ class FrameBatchWorkflow:
             retry_policy=_DB_RETRY,
         )
 
-        total = len(input.frames)
         results = await asyncio.gather(
             *(
                 workflow.execute_activity_method(
@@ -70,18 +106,131 @@ class FrameBatchWorkflow:
         rejected: list[FrameOutcome] = [o for r in results for o in r.rejected]
         self._validated = len(accepted) + len(rejected)
 
+        model_version: str | None = None
+        predictions: list[FramePrediction] = []
+        routes: list[FrameRoute] = []
+        unclassifiable: list[FrameOutcome] = []  # passed validation, refused by the preprocessor
+        # Batches started before classification existed replay without it.
+        if accepted and workflow.patched("classify-and-route"):
+            self._set_status("classifying")
+            classified = await self._classify(input, accepted)
+            for result in classified:
+                predictions += result.predictions
+                unclassifiable += result.rejections
+            model_version = classified[0].model_version if classified else None
+            if predictions:
+                await workflow.execute_activity_method(
+                    PredictionActivities.record_predictions,
+                    RecordPredictionsInput(input.batch_id, predictions),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=_DB_RETRY,
+                )
+            self._classified = len(predictions)
+            routes = route_frames(predictions, input.rules, [workflow.random().random() for _ in predictions])
+            await self._start_reviews(input, accepted, predictions, routes)
+            await self._alert(input, predictions, routes, model_version)
+
         await workflow.execute_activity_method(
             BatchActivities.complete_batch,
-            CompleteBatchInput(input.batch_id, "completed"),
+            CompleteBatchInput(input.batch_id, "completed", model_version, routes, unclassifiable),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=_DB_RETRY,
         )
-        self._set_status("completed")
+        defects = sum(1 for r in routes if r.route == "alert")
+        updates = [sa.STATUS.value_set("completed"), sa.DEFECT_COUNT.value_set(defects)]
+        if model_version:
+            updates.append(sa.MODEL_VERSION.value_set(model_version))
+        self._status = "completed"
+        workflow.upsert_search_attributes(updates)
         return FrameBatchResult(
             batch_id=input.batch_id,
             status="completed",
             frame_count=total,
-            accepted=len(accepted),
-            rejected=len(rejected),
-            rejections=rejected,
+            accepted=len(accepted) - len(unclassifiable),
+            rejected=len(rejected) + len(unclassifiable),
+            rejections=rejected + unclassifiable,
+            model_version=model_version,
+            label_counts=dict(Counter(p.label for p in predictions)),
+            sent_to_review=sum(1 for r in routes if r.route == "review"),
+            defects=defects,
         )
+
+    async def _classify(self, input: FrameBatchInput, accepted: list[FrameRef]) -> list[ClassifyFramesResult]:
+        chunks = [accepted[i : i + input.chunk_size] for i in range(0, len(accepted), input.chunk_size)]
+        return list(
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity_method(
+                        InferenceActivities.classify_frames,
+                        ClassifyFramesInput(input.batch_id, chunk, input.model_alias),
+                        task_queue=input.inference_task_queue,
+                        start_to_close_timeout=timedelta(minutes=2),
+                        retry_policy=_SERVING_RETRY,
+                    )
+                    for chunk in chunks
+                )
+            )
+        )
+
+    async def _start_reviews(
+        self, input: FrameBatchInput, accepted: list[FrameRef], predictions: list[FramePrediction],
+        routes: list[FrameRoute],
+    ) -> None:
+        """One ReviewTaskWorkflow per frame sent to review, abandoned: reviews take hours, the batch
+        does not wait. The id comes from frame and reason, so a retried start opens no second task."""
+        keys = {f.frame_id: f.object_key for f in accepted}
+        by_frame = {p.frame_id: p for p in predictions}
+
+        async def start(route: FrameRoute) -> None:
+            prediction = by_frame[route.frame_id]
+            route.workflow_id = review_workflow_id(route.frame_id, route.reason)
+            defect = prediction.label not in input.rules.ok_labels
+            try:
+                await workflow.start_child_workflow(
+                    REVIEW_WORKFLOW,
+                    ReviewTaskInput(
+                        frame_id=route.frame_id,
+                        batch_id=input.batch_id,
+                        object_key=keys[route.frame_id],
+                        camera_id=input.camera_id,
+                        site_id=input.site_id,
+                        reason=route.reason,
+                        predicted_label=prediction.label,
+                        confidence=prediction.confidence,
+                        classes=sorted(prediction.probabilities),
+                        priority="high" if defect and route.reason == "low_confidence" else "normal",
+                        reviews_required=input.rules.reviews_required,
+                        model_version=prediction.model_version,
+                    ),
+                    id=route.workflow_id,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+            except WorkflowAlreadyStartedError:
+                pass
+
+        await asyncio.gather(*(start(r) for r in routes if r.route == "review"))
+
+    async def _alert(self, input: FrameBatchInput, predictions: list[FramePrediction], routes: list[FrameRoute],
+                     model_version: str | None) -> None:
+        """One signed webhook per batch with its confident defects, delivered by an abandoned child
+        workflow: a dead endpoint retries there and never holds up the batch."""
+        alerts = [r for r in routes if r.route == "alert"]
+        if not alerts or not input.webhook_url:
+            return
+        by_frame = {p.frame_id: p for p in predictions}
+        payload = {
+            "batch_id": input.batch_id,
+            "camera_id": input.camera_id,
+            "site_id": input.site_id,
+            "model_version": model_version,
+            "defect_count": len(alerts),
+            "defects": [
+                {"frame_id": r.frame_id, "label": by_frame[r.frame_id].label,
+                 "confidence": by_frame[r.frame_id].confidence}
+                for r in alerts[:100]
+            ],
+        }
+        workflow_id = await start_webhook_delivery(input.webhook_url, "batch.defects", payload,
+                                                   delivery_id=f"{input.batch_id}.defects")
+        for route in alerts:
+            route.workflow_id = workflow_id

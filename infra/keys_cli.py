@@ -1,0 +1,84 @@
+"""`sightline keys`: create, list and revoke API keys. A new key is printed once and stored only hashed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import typer
+from psycopg.rows import dict_row
+from rich.console import Console
+from rich.table import Column, Table
+
+from infra.api_keys import ROLES, create_key, list_keys, revoke_key
+from infra.audit_log import append_audit, cli_actor
+from infra.db import apply_migrations
+from infra.settings import get_settings
+from infra.stack_urls import database_url
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+console = Console()
+
+
+def _url() -> str:
+    url = database_url(get_settings())
+    apply_migrations(url)  # a fresh database may not have the api_keys table yet
+    return url
+
+
+async def _run(fn, *args):
+    async with await psycopg.AsyncConnection.connect(_url(), autocommit=True, row_factory=dict_row) as conn:
+        return await fn(conn, *args)
+
+
+async def _create_audited(conn, name: str, role: str):
+    async with conn.transaction():  # no key without its audit row
+        created = await create_key(conn, name, role)
+        await append_audit(conn, key_id=None, key_name=cli_actor(), role=None, action="api_key.create",
+                           resource=f"api_keys/{created.key_id}", details={"name": name, "role": role})
+    return created
+
+
+async def _revoke_audited(conn, key_id: str) -> bool:
+    async with conn.transaction():
+        revoked = await revoke_key(conn, key_id)
+        if revoked:
+            await append_audit(conn, key_id=None, key_name=cli_actor(), role=None, action="api_key.revoke",
+                               resource=f"api_keys/{key_id}")
+    return revoked
+
+
+@keys_app.command("create")
+def create(
+    name: str = typer.Option(..., "--name", help="who holds the key, e.g. 'line-1 backend'"),
+    role: str = typer.Option(..., "--role", help=f"one of: {', '.join(ROLES)}"),
+) -> None:
+    """Create a key and print it. It is shown this once: only its hash is stored."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"unknown role {role!r}: use one of {', '.join(ROLES)}", param_hint="--role")
+    created = asyncio.run(_run(_create_audited, name, role))
+    console.print(f"key id: {created.key_id}  name: {created.name}  role: {created.role}", highlight=False)
+    console.print("store this key now; it cannot be shown again:", style="bold")
+    # Plain print: rich would wrap a long key and break copy-paste.
+    print(created.raw_key)
+
+
+@keys_app.command("list")
+def list_(include_revoked: bool = typer.Option(True, "--all/--active", help="include revoked keys")) -> None:
+    """List keys (never their secrets)."""
+    keys = asyncio.run(_run(list_keys, include_revoked))
+    # Ids and roles are copied into other commands: never wrap them.
+    table = Table(Column("key id", no_wrap=True), "name", Column("role", no_wrap=True), "created", "last used", "revoked")
+    fmt = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+    for k in keys:
+        table.add_row(k.key_id, k.name, k.role, fmt(k.created_at), fmt(k.last_used_at), fmt(k.revoked_at))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke(key_id: str = typer.Argument(..., help="the key id shown by `create` and `list`")) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    if not asyncio.run(_run(_revoke_audited, key_id)):
+        console.print(f"no active key {key_id!r}", style="red")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")

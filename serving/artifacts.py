@@ -1,0 +1,106 @@
+"""A model version as an artifact set in the object store: weights, ONNX export and a manifest.
+
+The manifest lists the sha256 of every file, and the registry keeps the sha256 of the manifest, so a
+loader that starts from the registry row can prove every byte it loads is the byte that was trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from infra.store import ObjectNotFoundError, ObjectStore, sha256_hex
+from serving.processing import Processing
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.pt"
+ONNX = "model.onnx"
+
+
+class IntegrityError(RuntimeError):
+    """A file's bytes do not match the sha256 the manifest (or registry) recorded: refuse to load it."""
+
+
+def version_prefix(version: str) -> str:
+    return f"models/{version}"
+
+
+@dataclass
+class Manifest:
+    version: str
+    architecture: str
+    processing: Processing
+    files: dict[str, dict]  # name -> {"key", "sha256", "size"}
+    metrics: dict = field(default_factory=dict)
+    parent_version: str | None = None
+    dataset_snapshot_id: str | None = None
+    training: dict = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "format": 1,
+            "version": self.version,
+            "architecture": self.architecture,
+            "classes": list(self.processing.classes),
+            "input_size": self.processing.input_size,
+            "normalization": {"mean": list(self.processing.mean), "std": list(self.processing.std)},
+            "files": self.files,
+            "metrics": self.metrics,
+            "parent_version": self.parent_version,
+            "dataset_snapshot_id": self.dataset_snapshot_id,
+            "training": self.training,
+            "created_at": self.created_at,
+        }, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        d = json.loads(data)
+        processing = Processing(classes=tuple(d["classes"]), input_size=int(d["input_size"]),
+                                mean=tuple(d["normalization"]["mean"]), std=tuple(d["normalization"]["std"]))
+        return cls(d["version"], d["architecture"], processing, d["files"], d.get("metrics", {}),
+                   d.get("parent_version"), d.get("dataset_snapshot_id"), d.get("training", {}), d.get("created_at", ""))
+
+
+def publish(store: ObjectStore, version: str, architecture: str, processing: Processing, files: dict[str, bytes],
+            metrics: dict, parent_version: str | None, dataset_snapshot_id: str | None,
+            training: dict | None = None) -> tuple[Manifest, str, str]:
+    """Write the files, then the manifest last (a reader never finds a manifest whose files are
+    missing). Returns (manifest, manifest key, manifest sha256)."""
+    prefix = version_prefix(version)
+    entries = {}
+    for name, data in files.items():
+        key = f"{prefix}/{name}"
+        store.put(key, data)
+        entries[name] = {"key": key, "sha256": sha256_hex(data), "size": len(data)}
+    manifest = Manifest(version, architecture, processing, entries, metrics, parent_version, dataset_snapshot_id,
+                        training or {}, datetime.now(UTC).isoformat(timespec="seconds"))
+    body = manifest.to_json()
+    key = f"{prefix}/{MANIFEST}"
+    store.put(key, body, "application/json")
+    return manifest, key, sha256_hex(body)
+
+
+def _verified(store: ObjectStore, key: str, expected_sha256: str, what: str) -> bytes:
+    try:
+        data = store.get(key)
+    except ObjectNotFoundError:
+        raise IntegrityError(f"{what} is missing from the object store: {key}") from None
+    actual = sha256_hex(data)
+    if actual != expected_sha256:
+        raise IntegrityError(f"{what} at {key} has sha256 {actual}, expected {expected_sha256}: refusing to load it")
+    return data
+
+
+def load_verified(store: ObjectStore, manifest_key: str, manifest_sha256: str,
+                  names: tuple[str, ...] = (ONNX,)) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and the named files, each checked against its recorded sha256."""
+    manifest = Manifest.from_json(_verified(store, manifest_key, manifest_sha256, "manifest"))
+    files = {}
+    for name in names:
+        entry = manifest.files.get(name)
+        if entry is None:
+            raise IntegrityError(f"manifest of {manifest.version} lists no {name}")
+        files[name] = _verified(store, entry["key"], entry["sha256"], f"{name} of {manifest.version}")
+    return manifest, files

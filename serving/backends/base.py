@@ -1,0 +1,61 @@
+"""The backend interface and the factory that picks one.
+
+A backend is built from a verified artifact set (manifest + file bytes) and does one thing:
+`predict(float32 NCHW) -> float32 logits`. Pre- and post-processing stay outside, in
+serving.processing, so every backend sees the same pixels and reports the same class order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from serving.artifacts import ONNX, WEIGHTS, Manifest
+
+BACKENDS = ("onnxruntime", "torch-cuda", "torch-cpu", "tensorrt")
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run on this machine (no GPU, package missing); the message says why."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def required_files(name: str) -> tuple[str, ...]:
+    """Which artifact files a backend loads: only those are fetched and sha256-checked."""
+    return (WEIGHTS,) if name.startswith("torch") else (ONNX,)
+
+
+def default_backend() -> str:
+    """torch on CUDA where a GPU is present, onnxruntime on the CPU everywhere else."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch-cuda"
+    except ImportError:
+        pass
+    return "onnxruntime"
+
+
+def make_backend(name: str, manifest: Manifest, files: dict[str, bytes], *, threads: int | None = None) -> Backend:
+    if name == "auto":
+        name = default_backend()
+    if name == "onnxruntime":
+        from serving.backends.onnx import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(files[ONNX], threads=threads)
+    if name in ("torch-cuda", "torch-cpu"):
+        from serving.backends.torch_backend import TorchBackend
+
+        return TorchBackend(manifest, files[WEIGHTS], device="cuda" if name == "torch-cuda" else "cpu", threads=threads)
+    if name == "tensorrt":
+        from serving.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(files[ONNX], manifest.processing.input_size)
+    raise ValueError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKENDS)}")

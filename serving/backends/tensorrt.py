@@ -1,0 +1,75 @@
+"""TensorRT: an engine built from the ONNX export, where the `tensorrt` package imports (GPU hosts).
+
+The engine is built with an optimisation profile covering batch sizes 1..max_batch and fp16 enabled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.backends.base import BackendUnavailable
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        return f"tensorrt is not installed ({exc}); it needs an NVIDIA GPU host with the TensorRT wheels"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "tensorrt imports but no CUDA GPU is visible"
+    except ImportError:
+        return "tensorrt backend needs torch for CUDA buffers"
+    return None
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, onnx_bytes: bytes, input_size: int, max_batch: int = 256) -> None:
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        import tensorrt as trt
+        import torch
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_bytes):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT could not parse the ONNX export: {errors}")
+        config = builder.create_builder_config()
+        config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        name = network.get_input(0).name
+        shape = (3, input_size, input_size)
+        profile.set_shape(name, (1, *shape), (min(32, max_batch), *shape), (max_batch, *shape))
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError("TensorRT failed to build an engine from the ONNX export")
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+        self.context = self.engine.create_execution_context()
+        self.input_name = name
+        self.output_name = network.get_output(0).name
+        self.max_batch = max_batch
+        self.torch = torch
+        self.stream = torch.cuda.Stream()
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        outs = []
+        for i in range(0, len(pixels), self.max_batch):
+            x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + self.max_batch], dtype=np.float32)).cuda()
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            self.context.execute_async_v3(self.stream.cuda_stream)
+            self.stream.synchronize()
+            outs.append(out.cpu().numpy())
+        return np.concatenate(outs)

@@ -1,0 +1,34 @@
+"""torch: on CUDA in fp16 with channels_last (the GPU path), or fp32 on the CPU (a reference for tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from serving.artifacts import Manifest
+from serving.backends.base import BackendUnavailable
+from serving.model import load_model
+
+
+class TorchBackend:
+    def __init__(self, manifest: Manifest, weights: bytes, device: str = "cuda", threads: int | None = None) -> None:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("torch-cuda needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False)")
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = f"torch-{device}"
+        self.device = torch.device(device)
+        self.half = device == "cuda"
+        model = load_model(manifest.architecture, len(manifest.processing.classes), weights).to(self.device)
+        if self.half:
+            model = model.half().to(memory_format=torch.channels_last)
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        if self.half:
+            x = x.pin_memory().to(self.device, non_blocking=True).half().contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.to(self.device)
+        return self.model(x).float().cpu().numpy()

@@ -1,0 +1,128 @@
+"""CLI commands of the serving part, mounted into `sightline` by infra.cli:
+`sightline camera ...` and `sightline model bootstrap|list|promote|history`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from serving.camera import CLASSES, Conditions, generate_frames, write_frames
+
+console = Console()
+model_app = typer.Typer(help="The model registry: train the first version, list versions, move aliases.", no_args_is_help=True)
+
+
+def camera_command(
+    out: Path = typer.Option(..., "--out", help="Directory for the JPEG frames and labels.csv"),
+    camera_id: str = typer.Option("line-1", "--camera-id"),
+    count: int = typer.Option(64, "--count", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    brightness: float = typer.Option(1.0, "--brightness", help="1.0 normal, 0.6 a dim line"),
+    blur: float = typer.Option(0.0, "--blur", help="Gaussian blur radius in pixels"),
+    noise: float = typer.Option(0.0, "--noise", help="sensor noise std in 0..255 units"),
+    viewpoint_shift: float = typer.Option(0.0, "--viewpoint-shift", help="0..1: parts off-centre and rotated"),
+    tint: str = typer.Option("1,1,1", "--tint", help="per-channel gains R,G,B"),
+    defect_style: str = typer.Option("standard", "--defect-style", help="standard or changed"),
+    quality: int = typer.Option(90, "--jpeg-quality", min=1, max=100),
+) -> None:
+    """Generate frames from a simulated inspection-line camera (deterministic by seed)."""
+    try:
+        gains = tuple(float(v) for v in tint.split(","))
+        conditions = Conditions(brightness=brightness, blur=blur, noise=noise, viewpoint_shift=viewpoint_shift,
+                                tint=gains, defect_style=defect_style)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    frames = generate_frames(camera_id, count, seed, conditions)
+    labels = write_frames(frames, out, quality)
+    counts = {c: sum(f.label == c for f in frames) for c in CLASSES}
+    console.print(f"wrote {len(frames)} frames to {out} ({', '.join(f'{c} {n}' for c, n in counts.items())}); labels in {labels}")
+
+
+def _registry_and_store():
+    from infra.db import apply_migrations
+    from infra.settings import get_settings
+    from infra.stack_urls import database_url
+    from infra.store import store_from_settings
+    from serving.registry import ModelRegistry
+
+    settings = get_settings()
+    url = database_url(settings)
+    apply_migrations(url)
+    return ModelRegistry(url), store_from_settings(settings)
+
+
+@model_app.command("bootstrap")
+def bootstrap_command(
+    architecture: str = typer.Option("mobilenet_v3_small", help="mobilenet_v3_small or resnet18"),
+    input_size: int = typer.Option(128, min=32),
+    epochs: int = typer.Option(10, min=1),
+    train_frames: int = typer.Option(3200, min=16),
+    eval_frames: int = typer.Option(800, min=16),
+    seed: int = typer.Option(0),
+    time_budget: float = typer.Option(270.0, help="seconds of training before it stops early"),
+    promote: bool = typer.Option(True, help="make it production when no production model exists"),
+) -> None:
+    """Train a model on generated frames on the CPU, register it, and report held-out accuracy."""
+    from serving.publishing import bootstrap
+    from serving.training import TrainingConfig
+
+    registry, store = _registry_and_store()
+    config = TrainingConfig(architecture=architecture, input_size=input_size, epochs=epochs, train_frames=train_frames,
+                            eval_frames=eval_frames, seed=seed, time_budget_s=time_budget)
+    started = time.monotonic()
+    version = bootstrap(registry, store, config, promote=promote,
+                        progress=lambda p: console.print(f"epoch {p['epoch']}/{p['epochs']} loss {p['loss']} ({p['elapsed_s']}s)"))
+    m = version.metrics
+    console.print(f"registered {version.version} ({architecture}, {input_size}px) in {time.monotonic() - started:.0f}s; "
+                  f"aliases: {', '.join(version.aliases) or 'none'}")
+    console.print(f"held-out accuracy: {m['held_out_accuracy']:.4f} on {m['held_out_frames']} frames "
+                  f"(per class: {m['held_out_per_class_accuracy']})")
+    if m.get("stopped_early"):
+        console.print(f"[yellow]training stopped early at the {time_budget:.0f}s budget after {m['steps']} steps[/yellow]")
+
+
+@model_app.command("list")
+def list_command() -> None:
+    """Registered model versions with their aliases and held-out accuracy."""
+    registry, _ = _registry_and_store()
+    table = Table("version", "architecture", "aliases", "held-out accuracy", "parent", "dataset", "created")
+    for v in registry.list():
+        acc = v.metrics.get("held_out_accuracy")
+        table.add_row(v.version, v.architecture, ", ".join(v.aliases), f"{acc:.4f}" if acc is not None else "-",
+                      v.parent_version or "-", v.dataset_snapshot_id or "-", v.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(table)
+
+
+@model_app.command("promote")
+def promote_command(
+    version: str = typer.Argument(..., help="the version to point the alias at, e.g. v2"),
+    alias: str = typer.Option("production", help="production, candidate or shadow"),
+    reason: str = typer.Option("manual promotion", help="recorded in the alias history"),
+) -> None:
+    """Point an alias at a version; the change is recorded in the alias history."""
+    import getpass
+
+    from serving.registry import ModelNotFound
+
+    registry, _ = _registry_and_store()
+    try:
+        previous = registry.set_alias(alias, version, changed_by=getpass.getuser(), reason=reason)
+    except (ModelNotFound, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{alias}: {previous or 'unset'} -> {version}")
+
+
+@model_app.command("history")
+def history_command(alias: str = typer.Option(None, help="only this alias")) -> None:
+    """Every alias change, oldest first."""
+    registry, _ = _registry_and_store()
+    table = Table("when", "alias", "from", "to", "by", "reason")
+    for c in registry.alias_history(alias):
+        table.add_row(c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.alias, c.from_version or "-", c.to_version or "-",
+                      c.changed_by, c.reason)
+    console.print(table)

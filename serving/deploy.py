@@ -1,0 +1,126 @@
+"""Run the inference service as a long-lived process: `python -m serving.deploy`.
+
+Joins the Ray cluster at settings.ray_address, or starts a local head whose files live under the data
+dir; runs the Serve application with HTTP on the host and port of settings.serving_url; stays up
+until SIGTERM or SIGINT, then shuts Serve and Ray down.
+
+When no version has the `production` alias yet, it trains and registers version 1 first (the same as
+`sightline model bootstrap`, a few minutes on the CPU) and says so in the log; `--no-bootstrap`
+makes it fail with a clear message instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from urllib.parse import urlparse
+
+from infra.db import apply_migrations
+from infra.log import configure_logging, get_logger
+from infra.settings import Settings, get_settings
+from serving.app import APP_NAME, ServingConfig, build_app
+
+log = get_logger(__name__)
+
+
+def serving_config(settings: Settings, database_url: str, backend: str = "auto") -> ServingConfig:
+    return ServingConfig(
+        database_url=database_url,
+        store_url=settings.resolved_object_store_url,
+        store_options={"endpoint": settings.s3_endpoint, "access_key": settings.s3_access_key,
+                       "secret_key": settings.s3_secret_key, "secure": settings.s3_secure, "region": settings.s3_region},
+        backend=backend,
+        max_frame_pixels=settings.max_frame_pixels,
+    )
+
+
+def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace="sightline", log_to_driver=False)
+    else:
+        # Ray writes sockets and logs under _temp_dir; keep them in our data dir, not /tmp/ray.
+        ray.init(_temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False, namespace="sightline",
+                 log_to_driver=False, object_store_memory=512 * 1024 * 1024)
+
+
+def run_app(config: ServingConfig, host: str, port: int, **app_options):
+    """Start Serve's HTTP proxy on host:port and deploy the application; blocks until it is ready."""
+    from ray import serve
+
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(build_app(config, **app_options), name=APP_NAME, route_prefix="/")
+
+
+def stop(shutdown_ray: bool = True) -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        if shutdown_ray:
+            ray.shutdown()
+
+
+def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap: bool) -> str:
+    from infra.store import store_from_settings
+    from serving.publishing import bootstrap as bootstrap_model
+    from serving.registry import ModelNotFound, ModelRegistry
+
+    registry = ModelRegistry(config.database_url)
+    try:
+        return registry.resolve("production").version
+    except ModelNotFound:
+        if not bootstrap:
+            raise SystemExit("no model version has the alias 'production': run `sightline model bootstrap` first") from None
+    log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)")
+    version = bootstrap_model(registry, store_from_settings(settings), progress=lambda p: log.info("training", **p))
+    log.info("bootstrapped production model", version=version.version, metrics=version.metrics)
+    return version.version
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serving.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch-cuda, torch-cpu or tensorrt")
+    parser.add_argument("--no-bootstrap", action="store_true", help="fail instead of training v1 when no production model exists")
+    parser.add_argument("--preprocessor-replicas", type=int, default=1)
+    parser.add_argument("--classifier-replicas", type=int, default=1)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(settings.log_json, settings.log_level, service="serving")
+    from infra.stack_urls import database_url
+
+    db_url = database_url(settings)
+    apply_migrations(db_url)
+    config = serving_config(settings, db_url, args.backend)
+    version = ensure_production_model(config, settings, bootstrap=not args.no_bootstrap)
+
+    url = urlparse(settings.serving_url)
+    ray_dir = settings.resolved_data_dir / "ray"
+    ray_dir.mkdir(parents=True, exist_ok=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    start_ray(settings.ray_address, str(ray_dir))
+    try:
+        run_app(config, url.hostname or "127.0.0.1", url.port or 8001,
+                preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,
+                batch={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
+        log.info("inference service up", url=settings.serving_url, production=version, backend=args.backend)
+        stopping.wait()
+        log.info("stopping inference service")
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,141 @@
+"""The model registry in Postgres: versions, the aliases production/candidate/shadow, and the history
+of every alias change.
+
+Synchronous psycopg on purpose: its callers are the CLI, the deploy script and Serve replicas (which
+call it from a worker thread), none of which share an event loop with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+ALIASES = ("production", "candidate", "shadow")
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class ModelVersion:
+    version: str
+    number: int
+    architecture: str
+    manifest_key: str
+    manifest_sha256: str
+    parent_version: str | None
+    dataset_snapshot_id: str | None
+    metrics: dict
+    created_by: str
+    created_at: datetime
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AliasChange:
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    changed_by: str
+    reason: str
+    changed_at: datetime
+
+
+_SELECT = """
+SELECT v.*, coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
+  FROM model_versions v LEFT JOIN model_aliases a ON a.version = v.version
+"""
+
+
+class ModelRegistry:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.database_url, row_factory=dict_row, autocommit=True)
+
+    def reserve_version(self) -> tuple[str, int]:
+        """A fresh version name; a sequence, so two trainers never get the same one (gaps are fine)."""
+        with self._connect() as conn:
+            number = conn.execute("SELECT nextval('model_version_number') AS n").fetchone()["n"]
+        return f"v{number}", int(number)
+
+    def register(self, version: str, number: int, architecture: str, manifest_key: str, manifest_sha256: str,
+                 parent_version: str | None = None, dataset_snapshot_id: str | None = None,
+                 metrics: dict | None = None, created_by: str = "") -> ModelVersion:
+        with self._connect() as conn:
+            conn.execute(
+                """INSERT INTO model_versions (version, number, architecture, manifest_key, manifest_sha256,
+                       parent_version, dataset_snapshot_id, metrics, created_by)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (version, number, architecture, manifest_key, manifest_sha256, parent_version,
+                 dataset_snapshot_id, Jsonb(metrics or {}), created_by),
+            )
+        return self.get(version)
+
+    def get(self, version: str) -> ModelVersion | None:
+        with self._connect() as conn:
+            row = conn.execute(_SELECT + " WHERE v.version = %s GROUP BY v.version", (version,)).fetchone()
+        return ModelVersion(**row) if row else None
+
+    def list(self) -> list[ModelVersion]:
+        with self._connect() as conn:
+            rows = conn.execute(_SELECT + " GROUP BY v.version ORDER BY v.number").fetchall()
+        return [ModelVersion(**r) for r in rows]
+
+    def aliases(self) -> dict[str, str]:
+        with self._connect() as conn:
+            return {r["alias"]: r["version"] for r in conn.execute("SELECT alias, version FROM model_aliases")}
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """An alias (production, candidate, shadow) or a version name -> the version it names."""
+        if ref in ALIASES:
+            with self._connect() as conn:
+                row = conn.execute("SELECT version FROM model_aliases WHERE alias = %s", (ref,)).fetchone()
+            if row is None:
+                raise ModelNotFound(f"no model version has the alias {ref!r}")
+            ref = row["version"]
+        found = self.get(ref)
+        if found is None:
+            raise ModelNotFound(f"no model version {ref!r}")
+        return found
+
+    def set_alias(self, alias: str, version: str | None, changed_by: str = "", reason: str = "") -> str | None:
+        """Point `alias` at `version` (None clears it) and record the change; returns the previous version.
+        Setting an alias to the version it already names records nothing."""
+        if alias not in ALIASES:
+            raise ValueError(f"unknown alias {alias!r}: choose one of {', '.join(ALIASES)}")
+        with self._connect() as conn, conn.transaction():
+            # Row lock on the alias (or the gap) so two promotions serialise and the history stays exact.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('model_alias:' || %s))", (alias,))
+            row = conn.execute("SELECT version FROM model_aliases WHERE alias = %s", (alias,)).fetchone()
+            previous = row["version"] if row else None
+            if previous == version:
+                return previous
+            if version is None:
+                conn.execute("DELETE FROM model_aliases WHERE alias = %s", (alias,))
+            else:
+                if conn.execute("SELECT 1 FROM model_versions WHERE version = %s", (version,)).fetchone() is None:
+                    raise ModelNotFound(f"no model version {version!r}")
+                conn.execute(
+                    """INSERT INTO model_aliases (alias, version) VALUES (%s, %s)
+                       ON CONFLICT (alias) DO UPDATE SET version = EXCLUDED.version, updated_at = now()""",
+                    (alias, version),
+                )
+            conn.execute(
+                "INSERT INTO model_alias_history (alias, from_version, to_version, changed_by, reason) VALUES (%s, %s, %s, %s, %s)",
+                (alias, previous, version, changed_by, reason),
+            )
+        return previous
+
+    def alias_history(self, alias: str | None = None) -> list[AliasChange]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT alias, from_version, to_version, changed_by, reason, changed_at FROM model_alias_history"
+                " WHERE %(a)s::text IS NULL OR alias = %(a)s ORDER BY id", {"a": alias}).fetchall()
+        return [AliasChange(**r) for r in rows]

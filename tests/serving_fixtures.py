@@ -1,0 +1,79 @@
+"""Session fixtures of the serving tests: one tiny model trained once and registered as production,
+and one real Ray Serve application started once. Both stop what they started."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from infra.postgres_server import free_port
+from infra.store import LocalStore
+from serving.registry import ModelRegistry
+from serving.training import TrainingConfig, TrainingResult, train
+
+# Small and quick: 64 px inputs, a few hundred frames, a few epochs. Enough to beat chance by far.
+TINY = TrainingConfig(input_size=64, train_frames=960, eval_frames=160, epochs=8, batch_size=32,
+                      learning_rate=2e-3, seed=7, camera_id="test-train")
+
+
+@pytest.fixture(scope="session")
+def serving_tmp():
+    # Short and under /tmp: Ray puts Unix sockets in its temp dir and their paths have a length limit.
+    path = Path(tempfile.mkdtemp(prefix="sl-serve-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def model_store(serving_tmp) -> LocalStore:
+    return LocalStore(serving_tmp / "objects")
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> TrainingResult:
+    return train(TINY)
+
+
+@pytest.fixture(scope="session")
+def registry(postgres_url) -> ModelRegistry:
+    return ModelRegistry(postgres_url)
+
+
+@pytest.fixture(scope="session")
+def production_model(registry, model_store, trained_model):
+    """The tiny model registered and made production; returns its ModelVersion."""
+    from serving.publishing import register_trained
+
+    version = register_trained(registry, model_store, trained_model, created_by="tests")
+    registry.set_alias("production", version.version, "tests", "session fixture")
+    return registry.get(version.version)
+
+
+@pytest.fixture(scope="session")
+def serving_url(postgres_url, model_store, production_model, serving_tmp):
+    """Base URL of the real Ray Serve application (onnxruntime backend) on a free port."""
+    from serving.app import ServingConfig
+    from serving.deploy import run_app, start_ray, stop
+
+    config = ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
+                           backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)
+    ray_dir = serving_tmp / "ray"
+    ray_dir.mkdir()
+    port = free_port()
+    start_ray(temp_dir=str(ray_dir), num_cpus=2)
+    try:
+        run_app(config, "127.0.0.1", port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def serving_config_for(postgres_url, model_store):
+    from serving.app import ServingConfig
+
+    return ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
+                         backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)

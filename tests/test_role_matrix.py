@@ -1,0 +1,77 @@
+"""Every route declares who may call it; this walks the whole matrix: every route, every role, no key."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+
+from infra.api_keys import ROLES
+
+ALL = set(ROLES)
+PUBLIC = "public"
+# (method, path) -> the roles that may call it (admin always may), or PUBLIC.
+MATRIX: dict[tuple[str, str], set[str] | str] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("POST", "/v1/batches"): {"ingest", "admin"},
+    ("GET", "/v1/batches"): {"ingest", "ml-engineer", "ops", "admin"},
+    ("GET", "/v1/batches/{batch_id}"): {"ingest", "ml-engineer", "ops", "admin"},
+    ("GET", "/v1/batches/{batch_id}/predictions"): {"ingest", "ml-engineer", "ops", "admin"},
+    ("GET", "/v1/frames/{frame_id}"): {"ingest", "reviewer", "ml-engineer", "ops", "admin"},
+    # Authorised by the URL's own signature and expiry, like a presigned S3 URL.
+    ("GET", "/v1/frames/{frame_id}/image"): PUBLIC,
+    ("POST", "/v1/cameras/{camera_id}/frames"): {"ingest", "admin"},
+    ("GET", "/v1/reviews"): {"reviewer", "ml-engineer", "admin"},
+    ("GET", "/v1/reviews/metrics"): {"reviewer", "ml-engineer", "ops", "admin"},
+    ("GET", "/v1/reviews/{task_id}"): {"reviewer", "ml-engineer", "admin"},
+    ("POST", "/v1/reviews/{task_id}/claim"): {"reviewer", "ml-engineer", "admin"},
+    ("POST", "/v1/reviews/{task_id}/decision"): {"reviewer", "ml-engineer", "admin"},
+    ("POST", "/v1/reviews/{task_id}/release"): {"reviewer", "ml-engineer", "admin"},
+}
+# The reviewer web page signs in with a key and keeps it in a cookie session; its routes are
+# checked by tests/test_review_page.py, not by header keys.
+PAGE_PREFIXES = ("/review", "/static")
+
+
+def app_routes(app) -> list[tuple[str, str]]:
+    routes = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema or route.path.startswith(PAGE_PREFIXES):
+            continue
+        routes += [(method, route.path) for method in sorted(route.methods - {"HEAD", "OPTIONS"})]
+    return routes
+
+
+async def test_every_route_is_in_the_matrix(api):
+    missing = [r for r in app_routes(api.app) if r not in MATRIX]
+    assert not missing, f"routes without a declared role set in the matrix: {missing}"
+
+
+@pytest.mark.parametrize("role", [*ROLES, None])
+async def test_role_matrix(api, role):
+    headers = api.auth(role) if role else {"Authorization": ""}
+    failures = []
+    for method, path in app_routes(api.app):
+        allowed = MATRIX[(method, path)]
+        url = path.replace("{", "").replace("}", "")  # e.g. /v1/batches/batch_id: a real-looking id
+        response = await api.http.request(method, url, headers=headers, json={} if method == "POST" else None)
+        if allowed == PUBLIC:
+            if response.status_code in (401, 403) and not path.endswith("/image"):
+                failures.append(f"{method} {path}: public, got {response.status_code}")
+            continue
+        if role is None:
+            expected = {401}
+        elif role in allowed or role == "admin":
+            if response.status_code in (401, 403):
+                failures.append(f"{method} {path} as {role}: allowed, got {response.status_code} {response.text}")
+            continue
+        else:
+            expected = {403}
+        if response.status_code not in expected:
+            failures.append(f"{method} {path} as {role}: expected {expected}, got {response.status_code}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_signed_image_url_refuses_a_forged_signature(api):
+    response = await api.http.get("/v1/frames/x/image", params={"expires": 9999999999, "signature": "forged"})
+    assert response.status_code == 403 and "signature" in response.json()["detail"]

@@ -1,0 +1,143 @@
+"""The real Ray Serve application: two deployments, dynamic batching, several versions at once, clear
+errors. One app per session (tests.serving_fixtures.serving_url)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from infra.store import put_frame
+from serving.camera import generate_frames
+from serving.client import ServingClient, ServingError
+from tests.conftest import wait_until
+from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
+    model_store,
+    production_model,
+    registry,
+    serving_tmp,
+    serving_url,
+    trained_model,
+)
+
+
+def _put(store, frames):
+    return [(f"f-{f.camera_id}-{f.index}", put_frame(store, f.jpeg(), "image/jpeg")) for f in frames]
+
+
+async def test_frames_are_classified_by_the_production_version(serving_url, model_store, production_model):
+    frames = generate_frames("serve-line", 24, seed=21)
+    keys = _put(model_store, frames)
+    async with ServingClient(serving_url) as client:
+        response = await client.classify(keys)
+    assert response.model_version == production_model.version
+    assert response.backend == "onnxruntime" and response.rejections == []
+    assert [p.frame_id for p in response.predictions] == [k for k, _ in keys]
+    correct = sum(p.label == f.label for p, f in zip(response.predictions, frames))
+    assert correct >= 0.65 * len(frames)
+    for p in response.predictions:
+        assert abs(sum(p.probabilities.values()) - 1) < 1e-3 and p.confidence == max(p.probabilities.values())
+        assert set(p.quality) >= {"brightness", "contrast", "sharpness", "saturation"}
+        assert {"fetch_ms", "preprocess_ms", "infer_ms"} <= set(p.timings)
+
+
+async def test_bad_frames_are_rejected_with_a_reason_and_the_rest_still_classified(serving_url, model_store):
+    good = _put(model_store, generate_frames("serve-line", 2, seed=22))
+    corrupt = put_frame(model_store, b"\xff\xd8\xff\xe0 not really a jpeg")
+    tiny = put_frame(model_store, generate_frames("serve-line", 1, seed=22, size=8)[0].jpeg())
+    frames = [good[0], ("corrupt", corrupt), ("missing", "frames/sha256/00/" + "0" * 64), ("tiny", tiny),
+              ("badkey", "../etc/passwd"), good[1]]
+    async with ServingClient(serving_url) as client:
+        response = await client.classify(frames)
+    assert [p.frame_id for p in response.predictions] == [good[0][0], good[1][0]]
+    reasons = {r.frame_id: r.reason for r in response.rejections}
+    assert set(reasons) == {"corrupt", "missing", "tiny", "badkey"}
+    assert "not an image" in reasons["corrupt"] or "corrupt" in reasons["corrupt"]
+    assert "not found" in reasons["missing"] and "too small" in reasons["tiny"] and "invalid object key" in reasons["badkey"]
+
+
+async def test_errors_say_whether_a_retry_can_help(serving_url, registry):
+    async with ServingClient(serving_url) as client:
+        with pytest.raises(ServingError) as unknown:
+            await client.classify([("a", "frames/x")], model="v999999")
+        assert unknown.value.status == 404 and not unknown.value.retryable and unknown.value.code == "model_not_found"
+        with pytest.raises(ServingError) as invalid:
+            await client.classify([], model="production")
+        assert invalid.value.status == 422 and not invalid.value.retryable
+    # Nothing listening: a connection error, worth retrying.
+    from infra.postgres_server import free_port
+
+    async with ServingClient(f"http://127.0.0.1:{free_port()}") as down:
+        with pytest.raises(ServingError) as refused:
+            await down.classify([("a", "frames/x")])
+        assert refused.value.retryable and refused.value.status is None
+
+
+async def test_concurrent_requests_are_batched_together(serving_url, model_store):
+    keys = _put(model_store, generate_frames("batch-line", 32, seed=23))
+    async with ServingClient(serving_url) as client:
+        responses = await asyncio.gather(*(client.classify([k]) for k in keys))
+    # Each request holds one frame; the classifier's forward passes held several.
+    assert max(r.timings["batch_frames"] for r in responses) > 1
+    assert all(len(r.predictions) == 1 for r in responses)
+
+
+def test_batch_size_is_reconfigured_at_runtime_without_a_restart(serving_url, serving_config_for, model_store):
+    import httpx
+    from ray import serve
+
+    from serving.app import APP_NAME, build_app
+
+    keys = _put(model_store, generate_frames("reconf-line", 12, seed=24))
+    body = {"frames": [{"frame_id": f, "object_key": k} for f, k in keys], "model": "production"}
+    before = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
+    assert before["timings"]["batch_frames"] == 12
+    try:
+        serve.run(build_app(serving_config_for, batch={"max_batch_size": 4}), name=APP_NAME, route_prefix="/")
+
+        def small_batches():
+            r = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
+            return r if r["timings"]["batch_frames"] <= 4 else None
+
+        after = wait_until(small_batches, timeout=60, interval=0.2, message="reconfigured batch size")
+        assert len(after["predictions"]) == 12
+        assert [p["label"] for p in after["predictions"]] == [p["label"] for p in before["predictions"]]
+    finally:
+        serve.run(build_app(serving_config_for), name=APP_NAME, route_prefix="/")
+
+
+async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(serving_url, registry, model_store,
+                                                                               trained_model, production_model):
+    from serving.publishing import register_trained
+
+    second = register_trained(registry, model_store, trained_model, parent_version=production_model.version, created_by="tests")
+    keys = _put(model_store, generate_frames("multi-line", 4, seed=25))
+    async with ServingClient(serving_url) as client:
+        by_version = await client.classify(keys, model=second.version)
+        by_alias = await client.classify(keys, model="production")
+        assert by_version.model_version == second.version and by_alias.model_version == production_model.version
+        loaded = {m["version"] for m in await client.models()}
+        assert {second.version, production_model.version} <= loaded
+        registry.set_alias("production", second.version, "tests", "promotion test")
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await client.classify(keys)).model_version != second.version:
+                assert asyncio.get_running_loop().time() < deadline, "promotion never reached serving"
+                await asyncio.sleep(0.1)
+        finally:
+            registry.set_alias("production", production_model.version, "tests", "restore")
+
+
+async def test_serving_refuses_a_version_whose_files_were_tampered_with(serving_url, registry, model_store,
+                                                                        trained_model, production_model):
+    from serving.artifacts import ONNX, Manifest
+    from serving.publishing import register_trained
+
+    version = register_trained(registry, model_store, trained_model, created_by="tests")
+    entry = Manifest.from_json(model_store.get(version.manifest_key)).files[ONNX]
+    model_store.put(entry["key"], model_store.get(entry["key"])[:-1] + b"\0")
+    async with ServingClient(serving_url) as client:
+        with pytest.raises(ServingError) as refused:
+            await client.classify(_put(model_store, generate_frames("t-line", 1, seed=26)), model=version.version)
+        assert refused.value.code == "model_integrity" and "sha256" in str(refused.value)
+        assert version.version not in {m["version"] for m in await client.models()}

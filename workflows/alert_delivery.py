@@ -1,0 +1,76 @@
+"""WebhookDeliveryWorkflow: deliver one signed webhook with retries and backoff, on its own.
+
+A batch never waits for an alert: it starts this workflow as an abandoned child (`start_webhook_delivery`)
+and moves on, so a dead endpoint costs the batch one child start, not its retries.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+from workflows.alert_types import (
+    DeliverWebhookInput,
+    DeliveryResult,
+    EnsureSubscriptionInput,
+    WebhookDeliveryInput,
+    WebhookRetry,
+    webhook_workflow_id,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities.webhooks import WebhookActivities
+
+_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn
+class WebhookDeliveryWorkflow:
+    @workflow.run
+    async def run(self, input: WebhookDeliveryInput) -> DeliveryResult:
+        subscription_id = await workflow.execute_activity_method(
+            WebhookActivities.ensure_webhook_subscription,
+            EnsureSubscriptionInput(input.url),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_DB_RETRY,
+        )
+        r = input.retry
+        return await workflow.execute_activity_method(
+            WebhookActivities.deliver_webhook,
+            DeliverWebhookInput(input.delivery_id, subscription_id, input.event, input.payload, r.request_timeout_s),
+            # The request timeout plus room to write the delivery log row.
+            start_to_close_timeout=timedelta(seconds=r.request_timeout_s + 20),
+            schedule_to_close_timeout=timedelta(seconds=r.expiry_s),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=r.initial_interval_s),
+                backoff_coefficient=r.backoff_coefficient,
+                maximum_interval=timedelta(seconds=r.maximum_interval_s),
+                maximum_attempts=r.maximum_attempts,
+                non_retryable_error_types=[
+                    "WebhookRejected", "WebhookSubscriptionMissing", "WebhookSubscriptionDisabled", "InvalidWebhookUrl",
+                ],
+            ),
+        )
+
+
+async def start_webhook_delivery(
+    url: str, event: str, payload: dict, delivery_id: str, retry: WebhookRetry | None = None
+) -> str:
+    """From inside any workflow: start the delivery as an abandoned child and return its workflow id
+    without waiting for the delivery. Starting twice with the same delivery id is a no-op."""
+    workflow_id = webhook_workflow_id(delivery_id)
+    try:
+        await workflow.start_child_workflow(
+            WebhookDeliveryWorkflow.run,
+            WebhookDeliveryInput(delivery_id, url, event, payload, retry or WebhookRetry()),
+            id=workflow_id,
+            # ABANDON: the delivery outlives the batch that raised it, and the batch never waits on it.
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+    except WorkflowAlreadyStartedError:
+        workflow.logger.info("webhook delivery %s already started", workflow_id)
+    return workflow_id

@@ -1,0 +1,205 @@
+"""Dataclasses ReviewTaskWorkflow, its activities and the API exchange, and the pure rules they share
+(workflow ids, priority levels, who may claim or decide). Frames travel as object keys only."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+WORKFLOW_NAME = "ReviewTaskWorkflow"
+UNUSABLE = "unusable"
+REASONS = ("low_confidence", "qa_sample")
+
+# Priority levels, lowest first; the SLA per level comes from settings (review_sla_seconds).
+PRIORITIES = ("low", "normal", "high", "urgent")
+MAX_PRIORITY = len(PRIORITIES) - 1
+
+# Task states (the projection's `status`). SLA expiry does not change the state: it sets `escalated`
+# and raises the priority, and the task stays claimable until decided.
+PENDING, CLAIMED, DECIDED = "pending", "claimed", "decided"
+# Stages of a task that needs two independent reviews; a disagreement adds an adjudication.
+STAGE_REVIEW, STAGE_ADJUDICATION = "review", "adjudication"
+
+# Failure types an update validator raises; the API maps them to HTTP statuses.
+ERR_CLAIM_HELD = "ClaimHeld"              # someone else holds an unexpired claim -> 409
+ERR_NOT_CLAIM_HOLDER = "NotClaimHolder"   # decide/release without holding the claim -> 409
+ERR_ALREADY_REVIEWED = "AlreadyReviewed"  # consensus: this reviewer already gave a decision -> 409
+ERR_DECIDED = "AlreadyDecided"            # the task is closed -> 409
+ERR_INVALID_LABEL = "InvalidLabel"        # not one of the model's classes nor 'unusable' -> 422
+ERR_INVALID_REQUEST = "InvalidRequest"    # e.g. a non-positive lease -> 422
+ERR_OPENING = "TaskOpening"               # claimed before the task loaded its policy -> 409, retry
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def review_workflow_id(frame_id: str, reason: str) -> str:
+    """`review-<frame>-<reason>`: the same frame and reason always name the same task, so a retried
+    start opens no second one. Characters that are awkward in URLs and Temporal UI links (frame ids hold
+    ':' or '/') become '.', and then a short digest of the raw frame id keeps distinct frames distinct."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown review reason {reason!r}: use one of {', '.join(REASONS)}")
+    safe = _SAFE.sub(".", frame_id).strip(".") or "frame"
+    if safe != frame_id:
+        safe = f"{safe}.{hashlib.sha256(frame_id.encode()).hexdigest()[:8]}"
+    return f"review-{safe}-{reason}"
+
+
+def priority_level(priority: int | str) -> int:
+    """0 (low) .. 3 (urgent) from an int or a name; unknown names are 'normal'."""
+    if isinstance(priority, str):
+        if priority.isdigit():
+            priority = int(priority)
+        else:
+            return PRIORITIES.index(priority) if priority in PRIORITIES else 1
+    return max(0, min(MAX_PRIORITY, int(priority)))
+
+
+def priority_name(level: int) -> str:
+    return PRIORITIES[max(0, min(MAX_PRIORITY, level))]
+
+
+def is_correction(label: str, predicted_label: str) -> bool:
+    """A reviewer corrected the model when they chose another class; 'unusable' is not a correction."""
+    return label != UNUSABLE and label != predicted_label
+
+
+@dataclass
+class ReviewTaskInput:
+    frame_id: str
+    batch_id: str
+    object_key: str
+    camera_id: str
+    site_id: str
+    reason: str                      # 'low_confidence' or 'qa_sample'
+    predicted_label: str
+    confidence: float
+    classes: list[str]
+    priority: int | str = "normal"  # 0..3 or low/normal/high/urgent
+    reviews_required: int = 1       # 2: two independent decisions, a third on disagreement
+    model_version: str | None = None
+    # Overrides for tests and special queues; None takes the policy from settings at start.
+    sla_seconds: float | None = None
+    claim_lease_seconds: float | None = None
+    escalation_webhook_url: str | None = None
+
+
+@dataclass
+class ReviewPolicyInput:
+    priority: int
+
+
+@dataclass
+class ReviewPolicy:
+    sla_seconds: float
+    claim_lease_seconds: float
+    escalation_webhook_url: str = ""  # empty: escalations are recorded, not sent
+
+
+@dataclass
+class ClaimRequest:
+    reviewer_id: str                # the API key id of the authenticated caller
+    reviewer_name: str = ""
+    lease_seconds: float | None = None  # None: the task's lease from settings
+
+
+@dataclass
+class DecisionRequest:
+    reviewer_id: str
+    label: str
+    reviewer_name: str = ""
+    note: str | None = None
+
+
+@dataclass
+class ReleaseRequest:
+    reviewer_id: str
+
+
+@dataclass
+class Decision:
+    reviewer_id: str
+    reviewer_name: str
+    label: str
+    note: str | None
+    decided_at: str                 # ISO 8601, workflow time
+    stage: str                      # review or adjudication
+
+
+@dataclass
+class ReviewTaskView:
+    """The task as the workflow sees it; what updates return and the `state` query answers."""
+
+    review_id: str
+    status: str
+    stage: str
+    priority: int
+    escalated: bool
+    claimed_by: str | None
+    claimed_by_name: str | None
+    claim_expires_at: str | None
+    sla_due_at: str | None
+    created_at: str
+    reviews_required: int
+    decisions_count: int
+    final_label: str | None = None
+    decided_at: str | None = None
+
+
+@dataclass
+class ProjectionUpdate:
+    """One full row of the review listing; `version` only grows, so a late write never wins."""
+
+    review_id: str
+    version: int
+    run_id: str
+    task: ReviewTaskInput
+    status: str
+    stage: str
+    priority: int
+    escalated: bool
+    escalated_at: str | None
+    claimed_by: str | None
+    claimed_by_name: str | None
+    claim_expires_at: str | None
+    sla_due_at: str | None
+    created_at: str
+    decided_by: list[str] = field(default_factory=list)
+    final_label: str | None = None
+    decided_at: str | None = None
+
+
+@dataclass
+class RecordLabelInput:
+    review_id: str
+    frame_id: str
+    batch_id: str
+    object_key: str
+    predicted_label: str
+    confidence: float
+    model_version: str | None
+    decision: Decision
+
+
+@dataclass
+class EscalationInput:
+    review_id: str
+    frame_id: str
+    batch_id: str
+    camera_id: str
+    site_id: str
+    reason: str
+    priority_before: int
+    priority_after: int
+    sla_due_at: str
+    escalated_at: str
+    webhook_workflow_id: str | None = None  # the escalation webhook's delivery workflow, when one was sent
+
+
+@dataclass
+class ReviewTaskResult:
+    review_id: str
+    final_label: str
+    corrected: bool
+    escalated: bool
+    decisions: list[Decision]
