@@ -29,7 +29,13 @@ async def test_stored_history_replays(path: Path):
 
 
 async def test_a_fresh_history_replays(api):
-    files = [("a.jpg", jpeg_frame(1), "image/jpeg"), ("b.jpg", truncated_jpeg(), "image/jpeg")]
+    """A batch that takes every path: a rejected frame, a review task started, a defect recorded."""
+    from infra.store import frame_key, sha256_hex
+
+    files = [("a.jpg", jpeg_frame(1), "image/jpeg"), ("b.jpg", truncated_jpeg(), "image/jpeg"),
+             ("c.jpg", jpeg_frame(2), "image/jpeg"), ("d.jpg", jpeg_frame(3), "image/jpeg")]
+    api.classifier.script(frame_key(sha256_hex(files[2][1])), "scratch", 0.5)
+    api.classifier.script(frame_key(sha256_hex(files[3][1])), "dent", 0.99)
     response = await api.http.post("/v1/batches", data={"camera_id": "replay", "idempotency_key": "r1"},
                                    files=multipart(files))
     handle = api.client.get_workflow_handle(response.json()["batch_id"])

@@ -1,0 +1,128 @@
+"""Routing after classification, end to end through the API: low confidence and QA samples go to
+human review (one ReviewTaskWorkflow per frame), confident defects raise a signed webhook alert that
+is retried after a failure, and a dead endpoint never holds up the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.client import WorkflowExecutionStatus
+
+from infra.postgres_server import free_port
+from infra.webhook_signatures import verify
+from infra.webhook_subscriptions import get_subscription_by_url
+from tests.frames import jpeg_frame, multipart
+from tests.webhook_receiver import Receiver, eventually
+from workflows.review_types import review_workflow_id
+
+
+async def submit(api, camera: str, key: str, count: int, webhook_url: str | None = None, seed: int = 0):
+    frames = [(f"f{i}.jpg", jpeg_frame(seed + i), "image/jpeg") for i in range(count)]
+    data = {"camera_id": camera, "site_id": "route-site", "idempotency_key": key}
+    if webhook_url:
+        data["webhook_url"] = webhook_url
+    response = await api.http.post("/v1/batches", data=data, files=multipart(frames))
+    assert response.status_code == 202, response.text
+    return response.json()["batch_id"], frames
+
+
+async def keys_of(api, batch_id: str) -> list[str]:
+    async with api.pool.connection() as conn:
+        cur = await conn.execute("SELECT object_key FROM frames WHERE batch_id = %s ORDER BY position", (batch_id,))
+        return [r["object_key"] for r in await cur.fetchall()]
+
+
+async def test_low_confidence_goes_to_review_and_a_confident_defect_alerts(api):
+    # Frames are content-addressed, so the scripted answers can be set before the batch runs.
+    from infra.store import frame_key, sha256_hex
+
+    frames = [jpeg_frame(300 + i) for i in range(4)]
+    api.classifier.script(frame_key(sha256_hex(frames[0])), "scratch", 0.55)  # uncertain -> review
+    api.classifier.script(frame_key(sha256_hex(frames[1])), "dent", 0.97)  # confident defect -> alert
+    with Receiver([500]) as receiver:
+        response = await api.http.post(
+            "/v1/batches",
+            data={"camera_id": "route", "site_id": "route-site", "idempotency_key": "r1", "webhook_url": receiver.url},
+            files=multipart([(f"f{i}.jpg", f, "image/jpeg") for i, f in enumerate(frames)]),
+        )
+        batch_id = response.json()["batch_id"]
+        result = await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
+        assert (result["sent_to_review"], result["defects"]) == (1, 1)
+
+        batch = (await api.http.get(f"/v1/batches/{batch_id}")).json()
+        assert batch["sent_to_review"] == 1 and batch["defect_count"] == 1
+        assert batch["label_counts"] == {"ok": 2, "scratch": 1, "dent": 1}
+        routes = {f["position"]: f["routes"] for f in batch["frames"]}
+        assert routes == {0: ["review:low_confidence"], 1: ["alert:defect"], 2: [], 3: []}
+
+        review = api.client.get_workflow_handle(review_workflow_id(f"{batch_id}:0000", "low_confidence"))
+        assert (await review.describe()).id == review.id  # started, and it outlives the finished batch
+
+        # The alert: first attempt answered 500, Temporal retried; both signed with the subscription secret.
+        async def retried() -> bool:
+            return len(receiver.requests) >= 2
+
+        await eventually(retried, 30, "the retried webhook")
+        async with api.pool.connection() as conn:
+            secret = (await get_subscription_by_url(conn, receiver.url)).secret
+        (h1, b1), (h2, b2) = receiver.requests[:2]
+        assert h1["x-sightline-delivery"] == h2["x-sightline-delivery"] == f"{batch_id}.defects"
+        assert verify(secret, b2, h2["x-sightline-signature"])
+        assert not verify("another-secret", b2, h2["x-sightline-signature"])
+        body = json.loads(b2)
+        assert body["event"] == "batch.defects"
+        assert body["data"]["defects"] == [{"frame_id": f"{batch_id}:0001", "label": "dent", "confidence": 0.97}]
+
+
+async def test_qa_sample_sends_confident_frames_to_review(api):
+    api.app.state.settings.qa_sample_rate = 1.0
+    batch_id, _ = await submit(api, "qa", "q1", 3, seed=400)
+    result = await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
+    assert result["sent_to_review"] == 3
+    batch = (await api.http.get(f"/v1/batches/{batch_id}")).json()
+    assert all(f["routes"] == ["review:qa_sample"] for f in batch["frames"])
+    for position in range(3):
+        handle = api.client.get_workflow_handle(review_workflow_id(f"{batch_id}:{position:04d}", "qa_sample"))
+        await handle.describe()
+
+
+async def test_a_dead_webhook_endpoint_does_not_block_the_batch(api):
+    from infra.store import frame_key, sha256_hex
+
+    frame = jpeg_frame(500)
+    api.classifier.script(frame_key(sha256_hex(frame)), "stain", 0.99)
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    response = await api.http.post(
+        "/v1/batches", data={"camera_id": "dead", "idempotency_key": "d1", "webhook_url": dead},
+        files=multipart([("a.jpg", frame, "image/jpeg")]),
+    )
+    batch_id = response.json()["batch_id"]
+    result = await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
+    assert result["defects"] == 1
+    delivery = api.client.get_workflow_handle(f"webhook-{batch_id}.defects")
+    assert (await delivery.describe()).status == WorkflowExecutionStatus.RUNNING  # still retrying, on its own
+
+
+async def test_batch_is_found_by_camera_with_the_temporal_cli(api):
+    batch_id, _ = await submit(api, "cli-cam", "c1", 1, seed=600)
+    await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
+    temporal = str(Path(sys.executable).parent / "temporal")
+
+    def listed(query: str) -> list[str]:
+        out = subprocess.run(
+            [temporal, "workflow", "list", "--address", api.settings.temporal_address, "--query", query,
+             "--output", "json"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return [w["execution"]["workflowId"] for w in json.loads(out or "[]")]
+
+    for query in ("SightlineCamera = 'cli-cam'",
+                  "SightlineSite = 'route-site' AND SightlineCamera = 'cli-cam'",
+                  "SightlineCamera = 'cli-cam' AND SightlineStatus = 'completed' AND SightlineModelVersion = 'v-test'",
+                  "SightlineCamera = 'cli-cam' AND SightlineDefectCount = 0"):
+        found = await eventually(lambda q=query: asyncio.to_thread(listed, q), 15, query)
+        assert found == [batch_id], query
