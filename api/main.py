@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics
+from api.request_ids import RequestIdMiddleware
 from api.routes import batches, cameras, frames, health
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, temporal_client=None) -> Fas
         lifespan=lifespan,
     )
     app.middleware("http")(metrics.timing_middleware)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(batches.router)

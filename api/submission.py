@@ -8,6 +8,7 @@ from fastapi import HTTPException
 from starlette.datastructures import UploadFile
 
 from infra.settings import Settings
+from infra.webhook_subscriptions import validate_webhook_url
 from workflows.batch_types import ID_PATTERN, RoutingRules
 
 _ID = re.compile(ID_PATTERN)
@@ -59,3 +60,12 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tu
     return frames
 
 
+
+
+def check_webhook_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return validate_webhook_url(url)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None

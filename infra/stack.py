@@ -236,6 +236,22 @@ class LocalStack:
             "SIGHTLINE_LOG_JSON": "true",
         }
 
+    def start_serving(self) -> None:
+        """The Ray Serve application (python -m serving.deploy), joined to the Ray head. On a fresh
+        data dir it first trains and registers model v1, which takes a few minutes on the CPU."""
+        if self._pid("serving"):
+            return
+        self._spawn("serving", [sys.executable, "-m", "serving.deploy"], self._service_env())
+        _wait(self._serving_healthy, 900, "the inference service", self._log("serving"))
+
+    def _serving_healthy(self) -> bool:
+        if not self._pid("serving"):
+            raise StackError("the inference service exited:\n" + self._log("serving").read_text(errors="replace")[-3000:])
+        try:
+            return httpx.get(f"{self.settings.serving_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def start_worker(self) -> None:
         if self._pid("worker"):
             return
@@ -272,6 +288,7 @@ class LocalStack:
                 ("postgres", self.start_postgres),
                 ("temporal", self.start_temporal),
                 ("ray", self.start_ray),
+                ("serving", self.start_serving),
                 ("worker", self.start_worker),
                 ("api", self.start_api),
             ):
@@ -282,7 +299,7 @@ class LocalStack:
     def down(self) -> list[str]:
         stopped = []
         with self._locked():
-            for name in ("api", "worker", "ray", "temporal"):
+            for name in ("api", "worker", "serving", "ray", "temporal"):
                 if self._stop(name):
                     stopped.append(name)
             if not self.settings.database_url and self.postgres.pid():
@@ -303,8 +320,11 @@ class LocalStack:
                        f"{self.settings.temporal_address} (UI {ui})", self._log("temporal")),
             PartStatus("ray", bool(self._pid("ray")) or bool(self.settings.ray_address), self._pid("ray"),
                        self.ray_address, self._log("ray")),
+            PartStatus("serving", bool(self._pid("serving")), self._pid("serving"),
+                       f"{self.settings.serving_url} (Ray Serve)", self._log("serving")),
             PartStatus("worker", bool(self._pid("worker")), self._pid("worker"),
-                       "task queues: orchestration", self._log("worker")),
+                       f"task queues: {self.settings.orchestration_task_queue}, {self.settings.inference_task_queue}",
+                       self._log("worker")),
             PartStatus("api", bool(self._pid("api")), self._pid("api"),
                        f"{self.settings.resolved_api_url} (docs /docs)", self._log("api")),
         ]

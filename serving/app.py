@@ -7,8 +7,8 @@ cannot use come back as per-frame rejections, never as a failed batch -> Classif
 of concurrent requests, runs the backend, and answers with the version that produced the numbers.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see real types on the ingress methods
+# (string annotations on a Serve ingress class are not resolved, and the body would become a query).
 import asyncio
 import os
 import time

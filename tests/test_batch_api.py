@@ -235,3 +235,4 @@ async def test_every_mutating_call_is_audited(api):
     assert {r["action"] for r in rows} == {"batch.create"} and {r["role"] for r in rows} == {"ingest"}
     assert rows[0]["resource"] == f"batches/{batch_id}" and rows[0]["details"]["frames"] == 1
     assert rows[0]["key_name"] == "test ingest"
+    assert rows[0]["request_id"] and rows[0]["request_id"] != rows[1]["request_id"]

@@ -43,9 +43,9 @@ def _frame(n: int) -> CameraFrame:
     return CameraFrame(f"frames/sha256/{digest[:2]}/{digest}", digest, 1000 + n, "image/jpeg", filename=f"f{n}.jpg")
 
 
-async def _send(client: Client, task_queue: str, input: CameraStreamInput, frame: CameraFrame) -> None:
+async def _send(client: Client, task_queue: str, input: CameraStreamInput, frame: CameraFrame):
     """What POST /v1/cameras/{id}/frames does: signal-with-start (the input only matters for a new run)."""
-    await client.start_workflow(
+    return await client.start_workflow(
         CameraStreamWorkflow.run, input, id=camera_workflow_id(input.camera_id), task_queue=task_queue,
         start_signal=FRAME_SIGNAL, start_signal_args=[frame],
     )
@@ -65,7 +65,24 @@ async def _batches(client: Client, camera_id: str, count: int) -> list[FrameBatc
     status = await eventually(started, message=f"{count} batches")
     assert status.batches_started == count
     ids = [stream_batch_id(camera_id, status.stream_epoch, seq) for seq in range(count)]
-    return [await client.get_workflow_handle(i, result_type=FrameBatchInput).result() for i in ids]
+    return [await _batch(client, i) for i in ids]
+
+
+async def _batch(client: Client, batch_id: str) -> FrameBatchInput:
+    """A child batch's result (the stand-in returns its input); bounded, so a bug fails instead of hanging."""
+    return await asyncio.wait_for(client.get_workflow_handle(batch_id, result_type=FrameBatchInput).result(), 30)
+
+
+async def _runs_in_chain(client: Client, workflow_id: str, first_run_id: str) -> int:
+    """Runs from the first one along its continue-as-new links, read from the histories themselves."""
+    runs, run_id = 1, first_run_id
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        last = history.events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            return runs
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        runs += 1
 
 
 def _keys(batch: FrameBatchInput) -> list[str]:
@@ -154,18 +171,23 @@ async def test_continue_as_new_carries_pending_frames_and_sequence(temporal_clie
 
 async def test_history_limit_triggers_continue_as_new(temporal_client, task_queue):
     camera = f"cam-{uuid.uuid4().hex[:8]}"
-    # A low event budget: each signal is an event, so a stream of single frames must roll over.
-    input = CameraStreamInput(camera, max_frames=1, max_wait_seconds=60, max_history_events=40)
-    frames = [_frame(n) for n in range(12)]
+    # An event budget every run exceeds at once: each run must still start a batch before it rolls
+    # over (never continue as new empty-handed, in a loop), and no frame may be lost across the runs.
+    input = CameraStreamInput(camera, max_frames=1, max_wait_seconds=60, max_history_events=1)
+    # Few frames: the server delays the first task of a run that follows a sub-second run by ~1 s.
+    frames = [_frame(n) for n in range(4)]
     async with _worker(temporal_client, task_queue):
-        for frame in frames:
+        first_run_id = (await _send(temporal_client, task_queue, input, frames[0])).result_run_id
+        for frame in frames[1:]:
             await _send(temporal_client, task_queue, input, frame)
-        batches = await _batches(temporal_client, camera, 12)
+        batches = await _batches(temporal_client, camera, 4)
         stream = temporal_client.get_workflow_handle(camera_workflow_id(camera))
-        runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{stream.id}'")]
+        status = await stream.query(CameraStreamWorkflow.status)
+        runs = await _runs_in_chain(temporal_client, stream.id, first_run_id)
     assert [_keys(b) for b in batches] == [[f.object_key] for f in frames]
-    assert len({b.batch_id for b in batches}) == 12
-    assert len(runs) >= 2, "the stream should have continued as new"
+    assert len({b.batch_id for b in batches}) == 4
+    # Each run started exactly one batch and then continued as new; the latest run has started none.
+    assert runs == 5 and (status.batches_started, status.batches_this_run, status.next_seq) == (4, 0, 4)
     await stream.terminate("test over")
 
 
@@ -189,12 +211,13 @@ async def test_close_flushes_and_a_restarted_stream_gets_new_ids(temporal_client
         second = await asyncio.wait_for(
             temporal_client.get_workflow_handle(stream.id, result_type=CameraStreamResult).result(), timeout=30
         )
+        # Inside the worker block: the child may not have run yet when the stream finishes.
+        last = await _batch(temporal_client, second.last_batch_id)
 
     assert result.batches_started == 2 and result.last_batch_id.endswith("-000001")
     assert [f.object_key for f in first_epoch_batches[1].frames] == [frames[2].object_key]
     assert second.batches_started == 1 and second.last_batch_id.endswith("-000000")
     assert second.last_batch_id != first_epoch_batches[0].batch_id
-    last = await temporal_client.get_workflow_handle(second.last_batch_id, result_type=FrameBatchInput).result()
     assert _keys(last) == [again.object_key]
 
 
@@ -205,4 +228,4 @@ async def _has_batches(stream, count: int) -> bool:
 async def _batch_ids_of_run(client: Client, camera: str, result: CameraStreamResult) -> list[FrameBatchInput]:
     prefix = result.last_batch_id.rsplit("-", 1)[0]
     ids = [f"{prefix}-{seq:06d}" for seq in range(result.batches_started)]
-    return [await client.get_workflow_handle(i, result_type=FrameBatchInput).result() for i in ids]
+    return [await _batch(client, i) for i in ids]

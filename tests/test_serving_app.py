@@ -15,6 +15,7 @@ from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
     model_store,
     production_model,
     registry,
+    serving_config_for,
     serving_tmp,
     serving_url,
     trained_model,
@@ -62,7 +63,7 @@ async def test_errors_say_whether_a_retry_can_help(serving_url, registry):
             await client.classify([("a", "frames/x")], model="v999999")
         assert unknown.value.status == 404 and not unknown.value.retryable and unknown.value.code == "model_not_found"
         with pytest.raises(ServingError) as invalid:
-            await client.classify([], model="production")
+            await client._request("POST", "/v1/classify", json={"frames": [], "model": "production"})
         assert invalid.value.status == 422 and not invalid.value.retryable
     # Nothing listening: a connection error, worth retrying.
     from infra.postgres_server import free_port
@@ -82,7 +83,7 @@ async def test_concurrent_requests_are_batched_together(serving_url, model_store
     assert all(len(r.predictions) == 1 for r in responses)
 
 
-def test_batch_size_is_reconfigured_at_runtime_without_a_restart(serving_url, serving_config_for, model_store):
+def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, serving_config_for, model_store):
     import httpx
     from ray import serve
 

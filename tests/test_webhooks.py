@@ -4,6 +4,7 @@ that never holds up the workflow that raised the alert."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -121,7 +122,7 @@ async def test_dead_endpoint_does_not_block_the_parent(temporal_client, db_pool,
         AlertingParentWorkflow.run, AlertingParentInput(dead_url, delivery_id, retry),
         id=f"parent-{delivery_id}", task_queue=task_queue,
     )
-    child_id = await parent.result()
+    child_id = await asyncio.wait_for(parent.result(), 30)
     assert child_id == webhook_workflow_id(delivery_id)
     child = temporal_client.get_workflow_handle(child_id)
     # The parent is done while its alert is still being retried...
@@ -129,7 +130,7 @@ async def test_dead_endpoint_does_not_block_the_parent(temporal_client, db_pool,
 
     # ...and the alert gives up on its own after its capped attempts, each one logged.
     with pytest.raises(WorkflowFailureError):
-        await child.result()
+        await asyncio.wait_for(child.result(), 60)
     parent_closed = (await parent.describe()).close_time
     child_closed = (await child.describe()).close_time
     assert parent_closed < child_closed

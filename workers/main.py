@@ -1,9 +1,11 @@
-"""`python -m workers.main`: one process serving every task queue, as the local stack runs it."""
+"""`python -m workers.main`: one process serving the orchestration and inference task queues, as the
+local stack runs it. Production runs the same workers in separate processes per queue."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import AsyncExitStack
 
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging, get_logger
@@ -11,6 +13,8 @@ from infra.settings import get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
 from infra.temporal import connect
+from serving.client import ServingClient
+from workers.inference import inference_worker
 from workers.orchestration import orchestration_worker
 
 log = get_logger(__name__)
@@ -22,16 +26,18 @@ async def run_worker() -> None:
     apply_migrations(url)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     store = store_from_settings(settings)
-    async with open_pool(url) as pool:
-        worker = orchestration_worker(client, pool, store, settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", task_queue=settings.orchestration_task_queue)
-        async with worker:
-            await stop.wait()
-        log.info("worker stopped")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool(url))
+        serving = await stack.enter_async_context(ServingClient(settings.serving_url))
+        await stack.enter_async_context(orchestration_worker(client, pool, store, settings))
+        await stack.enter_async_context(inference_worker(client, serving, settings))
+        log.info("worker started", task_queues=[settings.orchestration_task_queue, settings.inference_task_queue])
+        await stop.wait()
+    log.info("worker stopped")
 
 
 def main() -> None:

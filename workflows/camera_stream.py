@@ -76,7 +76,9 @@ class CameraStreamWorkflow:
             carried_at = [workflow.now().timestamp()] * len(input.pending)
         self._pending[:0] = input.pending
         self._arrived[:0] = carried_at
-        self._input = input = replace(input, pending=[], pending_arrived_at=[])
+        # max_frames below 1 would cut empty batches forever; a negative wait means "no wait".
+        self._input = input = replace(input, pending=[], pending_arrived_at=[], max_frames=max(1, input.max_frames),
+                                      max_wait_seconds=max(0.0, input.max_wait_seconds))
         if not input.stream_epoch:
             # Date for people, random part for uniqueness: a stream closed and restarted within the same
             # second must not reuse child ids. workflow.uuid4 is replay-safe.
@@ -111,6 +113,10 @@ class CameraStreamWorkflow:
         return len(self._pending) >= self._input.max_frames
 
     def _history_full(self) -> bool:
+        # A run that has started no batch has nothing to shed: continuing would only loop (a tiny
+        # max_history_events), and every signal it received is a frame that leads to a batch soon.
+        if self._batches_this_run == 0:
+            return False
         info = workflow.info()
         return (
             self._batches_this_run >= self._input.max_batches_per_run

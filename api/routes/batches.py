@@ -20,7 +20,7 @@ from api.callers import BatchReader, IngestCaller
 from api.deps import DbDep, SettingsDep, StoreDep, TemporalDep
 from api.frame_rows import frame_results
 from api.metrics import BATCHES_SUBMITTED, FRAMES_SUBMITTED
-from api.submission import check_count, check_id, read_uploads, routing_rules, ui_url
+from api.submission import check_count, check_id, check_webhook_url, read_uploads, routing_rules, ui_url
 from api.schemas.batches import BatchAccepted, BatchDetail, BatchFromStore, BatchPage, BatchSummary, PredictionPage
 from infra.settings import Settings
 from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, put_frame, sha256_hex
@@ -144,8 +144,7 @@ async def submit_batch(
     check_id("camera_id", camera_id)
     check_id("site_id", site_id)
     check_id("idempotency_key", key)
-    if webhook_url and not webhook_url.startswith(("http://", "https://")):
-        raise HTTPException(422, f"webhook_url {webhook_url!r} must be an http(s) URL")
+    webhook_url = check_webhook_url(webhook_url)
     batch_id = batch_workflow_id(camera_id, key)
 
     existing = await _batch_row(pool, batch_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, UploadFile, status
 from api.audit import record_audit
 from api.callers import IngestCaller
 from api.deps import DbDep, SettingsDep, StoreDep, TemporalDep
-from api.submission import check_id, read_uploads, routing_rules
+from api.submission import check_id, check_webhook_url, read_uploads, routing_rules
 from api.schemas.batches import CameraFrameAccepted
 from infra.store import put_frame
 from workflows.batch_types import FrameBatchInput
@@ -49,6 +49,7 @@ async def camera_frame(
 ) -> CameraFrameAccepted:
     check_id("camera_id", camera_id)
     check_id("site_id", site_id)
+    webhook_url = check_webhook_url(webhook_url)
     ((upload, data),) = await read_uploads([frame], settings)
     content_type = (upload.content_type or "application/octet-stream").split(";")[0].strip()
     key = await asyncio.to_thread(put_frame, store, data, content_type)
