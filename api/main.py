@@ -4,14 +4,18 @@ in the lifespan and reached by routes through the dependencies in api.deps."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
 from api import metrics
 from api.request_ids import RequestIdMiddleware
-from api.routes import batches, cameras, frames, health
+from api.routes import batches, cameras, frames, health, review_page, reviews
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging
+from infra.secret_key import secret_key
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
@@ -46,6 +50,12 @@ def create_app(settings: Settings | None = None, *, temporal_client=None) -> Fas
     app.include_router(batches.router)
     app.include_router(frames.router)
     app.include_router(cameras.router)
+    # The reviewer page signs in with an API key kept in this signed, HttpOnly, SameSite=Lax cookie.
+    app.add_middleware(SessionMiddleware, secret_key=secret_key(settings), session_cookie="sightline_session",
+                       same_site="lax", max_age=12 * 3600)
+    app.include_router(reviews.router)
+    app.include_router(review_page.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
     return app
 
 

@@ -37,7 +37,6 @@ class Settings(BaseSettings):
 
     # Empty starts (or joins) a local Ray head under the data dir.
     ray_address: str = ""
-    ray_head_port: int = 6380
     # The Ray Serve HTTP endpoint the inference activities call.
     serving_url: str = "http://127.0.0.1:8001"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import os
 import signal
 import socket
@@ -204,41 +203,18 @@ class LocalStack:
                     check=True, capture_output=True, text=True, timeout=30,
                 )
 
-    def _ray_temp_dir(self) -> Path:
-        # Ray puts Unix sockets under its temp dir; their paths must stay under 107 bytes.
-        path = self.root / "ray"
-        if len(str(path)) > 40:
-            path = Path("/tmp") / f"sightline-ray-{hashlib.sha256(str(self.root).encode()).hexdigest()[:10]}"
-        return path
-
-    @property
-    def ray_address(self) -> str:
-        return self.settings.ray_address or f"127.0.0.1:{self.settings.ray_head_port}"
-
-    def start_ray(self) -> None:
-        if self.settings.ray_address or self._pid("ray"):
-            return
-        host, _, port = self.ray_address.partition(":")
-        self._spawn(
-            "ray",
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-             "--node-ip-address", host, "--port", port, "--temp-dir", str(self._ray_temp_dir()),
-             "--include-dashboard", "false", "--disable-usage-stats"],
-            env={"RAY_USAGE_STATS_ENABLED": "0"},
-        )
-        _wait(lambda: _port_open(host, int(port)), 90, "Ray head", self._log("ray"))
-
     def _service_env(self) -> dict[str, str]:
         return {
             "SIGHTLINE_DATA_DIR": str(self.root),
             "SIGHTLINE_DATABASE_URL": self.database_url(),
-            "SIGHTLINE_RAY_ADDRESS": self.ray_address,
             "SIGHTLINE_LOG_JSON": "true",
         }
 
     def start_serving(self) -> None:
-        """The Ray Serve application (python -m serving.deploy), joined to the Ray head. On a fresh
-        data dir it first trains and registers model v1, which takes a few minutes on the CPU."""
+        """The Ray Serve application (python -m serving.deploy). With no SIGHTLINE_RAY_ADDRESS it starts
+        the local Ray head itself, temp dir under the data dir; a separate `ray start --head` would
+        advertise the host's network address, which clients here cannot always reach. On a fresh data
+        dir it first trains and registers model v1, which takes a few minutes on the CPU."""
         if self._pid("serving"):
             return
         self._spawn("serving", [sys.executable, "-m", "serving.deploy"], self._service_env())
@@ -287,7 +263,6 @@ class LocalStack:
             for name, start in (
                 ("postgres", self.start_postgres),
                 ("temporal", self.start_temporal),
-                ("ray", self.start_ray),
                 ("serving", self.start_serving),
                 ("worker", self.start_worker),
                 ("api", self.start_api),
@@ -299,7 +274,7 @@ class LocalStack:
     def down(self) -> list[str]:
         stopped = []
         with self._locked():
-            for name in ("api", "worker", "serving", "ray", "temporal"):
+            for name in ("api", "worker", "serving", "temporal"):
                 if self._stop(name):
                     stopped.append(name)
             if not self.settings.database_url and self.postgres.pid():
@@ -318,8 +293,9 @@ class LocalStack:
                        self.postgres.log if pg_pid else None),
             PartStatus("temporal", bool(self._pid("temporal")), self._pid("temporal"),
                        f"{self.settings.temporal_address} (UI {ui})", self._log("temporal")),
-            PartStatus("ray", bool(self._pid("ray")) or bool(self.settings.ray_address), self._pid("ray"),
-                       self.ray_address, self._log("ray")),
+            PartStatus("ray", bool(self._pid("serving")) or bool(self.settings.ray_address), self._pid("serving"),
+                       self.settings.ray_address or f"local head in the serving process, {self.root / 'ray'}",
+                       self._log("serving")),
             PartStatus("serving", bool(self._pid("serving")), self._pid("serving"),
                        f"{self.settings.serving_url} (Ray Serve)", self._log("serving")),
             PartStatus("worker", bool(self._pid("worker")), self._pid("worker"),

@@ -28,7 +28,7 @@ from serving.artifacts import IntegrityError, Manifest, load_verified
 from serving.backends.base import Backend, BackendUnavailable, default_backend, make_backend, required_files
 from serving.decode import FrameRejected, decode_frame
 from serving.processing import Processing
-from serving.quality import quality_features
+from serving.quality import quality_features_batch
 from serving.registry import ModelNotFound, ModelRegistry
 from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody, Prediction, Rejection
 
@@ -194,8 +194,8 @@ class Preprocessor:
         self._described[ref] = (info, time.monotonic() + self.config.alias_ttl_s)
         return info
 
-    def _prepare(self, object_key: str, processing: Processing) -> tuple[np.ndarray, dict, dict] | str:
-        """One frame -> (pixels, quality, timings), or the reason it was rejected."""
+    def _prepare(self, object_key: str, processing: Processing) -> tuple[np.ndarray, dict] | str:
+        """One frame -> (resized pixels, timings), or the reason it was rejected."""
         t0 = time.perf_counter()
         try:
             data = self.store.get(object_key)
@@ -211,9 +211,8 @@ class Preprocessor:
         except FrameRejected as exc:
             return str(exc)
         pixels = processing.resize(frame.image)
-        quality = quality_features(pixels)
         t2 = time.perf_counter()
-        return pixels, quality, {"fetch_ms": round((t1 - t0) * 1000, 2), "preprocess_ms": round((t2 - t1) * 1000, 2)}
+        return pixels, {"fetch_ms": round((t1 - t0) * 1000, 2), "preprocess_ms": round((t2 - t1) * 1000, 2)}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -258,13 +257,14 @@ class Preprocessor:
         infer_ms, batch_frames = 0.0, 0
         if accepted:
             pixels = np.stack([r[0] for _, r in accepted])
+            qualities = await loop.run_in_executor(self.pool, quality_features_batch, pixels)
             try:
                 out = await self.classifier.classify.remote(info["version"], pixels)
             except Exception as exc:
                 log.exception("classify failed", version=info["version"])
                 return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
             infer_ms, batch_frames = out["infer_ms"], out["batch_frames"]
-            for (frame, (_, quality, timings)), (label, confidence, probs) in zip(accepted, out["decisions"]):
+            for (frame, (_, timings)), quality, (label, confidence, probs) in zip(accepted, qualities, out["decisions"]):
                 predictions.append(Prediction(frame_id=frame.frame_id, label=label, confidence=confidence, probabilities=probs,
                                               quality=quality, timings={**timings, "infer_ms": round(infer_ms, 2)}))
         return ClassifyResponse(

@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 import pytest_asyncio
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -18,6 +20,7 @@ from activities.reviews import ReviewActivities
 from infra.settings import Settings
 from infra.temporal import temporal_test_server_path
 from tests.review_support import eventually, fetch_all, fetch_one, insert_batch, review_input
+from workflows import search_attributes as sa
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput
 from workflows.review_task import ReviewTaskWorkflow, start_review_task
@@ -112,9 +115,14 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
         input.frame_id, "dent", winner, "scratch")
     assert row["is_correction"] is True and row["note"] == "bent" and row["model_confidence"] == pytest.approx(0.41)
     task = await projection(db_pool, handle.id)
-    assert (task["status"], task["final_label"], task["corrected"], task["claimed_by"]) == ("decided", "dent", True, None)
+    assert (task["status"], task["final_label"], task["corrected"], task["claimed_by"]) == (
+        "decided", "dent", True, None)
     batch = await fetch_one(db_pool, "SELECT * FROM batches WHERE batch_id = %s", input.batch_id)
     assert (batch["reviews_pending"], batch["reviews_decided"], batch["review_corrections"]) == (0, 1, 1)
+    # Refused updates never reached history: only the accepted claim and decision are there.
+    accepted = [e async for e in handle.fetch_history_events()
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    assert len(accepted) == 2
     # Updates against a closed task are refused.
     with pytest.raises(Exception):
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest(loser, "x"))
@@ -232,6 +240,11 @@ async def test_creation_is_idempotent(temporal_client, db_pool, task_queue):
 @pytest_asyncio.fixture(scope="module")
 async def skipping_env():
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=temporal_test_server_path())
+    # The workflow keeps its search attributes current; this server knows only those registered here.
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in sa.ALL},
+    ))
     try:
         yield env
     finally:
@@ -257,6 +270,7 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(skipping_en
     async with Worker(client, task_queue=task_queue, workflows=[ReviewTaskWorkflow],
                       activities=review_activities(db_pool, review_claim_lease_seconds=600)):
         handle = await start(client, task_queue, review_input())
+        await eventually(lambda: projection(db_pool, handle.id), message="the task in the queue")
         claimed = await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-a", "a"))
         assert claimed.claimed_by == "key-a"
 

@@ -27,14 +27,13 @@ def _alive(pid: int) -> bool:
 def stack_env():
     data = Path(tempfile.mkdtemp(prefix="sl-stack-"))
     data.chmod(0o755)
-    temporal, ui, api, ray = free_port(), free_port(), free_port(), free_port()
+    temporal, ui, api, serving = free_port(), free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "SIGHTLINE_DATA_DIR": str(data),
         "SIGHTLINE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
         "SIGHTLINE_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui}",
         "SIGHTLINE_API_PORT": str(api),
-        "SIGHTLINE_RAY_HEAD_PORT": str(ray),
     }
     env.pop("SIGHTLINE_DATABASE_URL", None)
     yield env

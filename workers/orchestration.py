@@ -9,14 +9,16 @@ from temporalio.worker import Worker
 
 from activities.batch_records import BatchActivities
 from activities.predictions import PredictionActivities
+from activities.reviews import ReviewActivities
 from activities.webhooks import WebhookActivities
 from infra.settings import Settings
 from infra.store import ObjectStore
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.frame_batch import FrameBatchWorkflow
+from workflows.review_task import ReviewTaskWorkflow
 
-WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow]
+WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow]
 
 
 def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: ObjectStore, settings: Settings) -> Worker:
@@ -24,6 +26,7 @@ def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: Objec
     predictions = PredictionActivities(pool)
     # One client for the worker's life: connection reuse across deliveries to the same receivers.
     webhooks = WebhookActivities(pool, httpx.AsyncClient(follow_redirects=False))
+    reviews = ReviewActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.orchestration_task_queue,
@@ -31,5 +34,7 @@ def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: Objec
         workflows=WORKFLOWS,
         activities=[batches.record_batch, batches.validate_frames, batches.complete_batch,
                     predictions.record_predictions,
-                    webhooks.ensure_webhook_subscription, webhooks.deliver_webhook],
+                    webhooks.ensure_webhook_subscription, webhooks.deliver_webhook,
+                    reviews.review_policy, reviews.sync_review_projection, reviews.record_review_label,
+                    reviews.record_escalation],
     )

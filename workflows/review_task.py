@@ -23,6 +23,7 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from workflows import search_attributes as sa
+from workflows.alert_delivery import start_webhook_delivery
 from workflows.review_types import (
     CLAIMED,
     DECIDED,
@@ -55,7 +56,6 @@ from workflows.review_types import (
     priority_name,
     review_workflow_id,
 )
-from workflows.alert_delivery import start_webhook_delivery
 
 with workflow.unsafe.imports_passed_through():
     from activities.reviews import ReviewActivities
@@ -203,8 +203,9 @@ class ReviewTaskWorkflow:
                           f"({', '.join(self._input.classes)}) nor {UNUSABLE!r}")
         claim = self._live_claim()
         if claim is None or claim.reviewer_id != req.reviewer_id:
-            raise _refuse(ERR_NOT_CLAIM_HOLDER, f"claim task {self._id} before deciding it"
-                          + (" (your claim expired)" if self._claim and self._claim.reviewer_id == req.reviewer_id else ""))
+            lapsed = self._claim is not None and self._claim.reviewer_id == req.reviewer_id
+            raise _refuse(ERR_NOT_CLAIM_HOLDER,
+                          f"claim task {self._id} before deciding it" + (" (your claim expired)" if lapsed else ""))
 
     @workflow.update
     def release(self, req: ReleaseRequest) -> ReviewTaskView:
@@ -282,7 +283,7 @@ class ReviewTaskWorkflow:
                     pass
             now = workflow.now()
             if self._claim and now >= self._claim.expires_at and self._status != DECIDED:
-                workflow.logger.info("claim expired", extra={"review_id": self._id, "reviewer": self._claim.reviewer_id})
+                workflow.logger.info("claim expired on %s (held by %s)", self._id, self._claim.reviewer_id)
                 self._claim = None
                 self._status = PENDING
                 self._touch()
