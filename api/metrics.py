@@ -19,7 +19,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (public: no business data)")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    from api.review_metrics import review_metrics  # it registers on REGISTRY, so it imports this module
+
+    await review_metrics(request.app.state.pool)  # the review gauges are read from Postgres per scrape
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

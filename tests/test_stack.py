@@ -34,6 +34,9 @@ def stack_env():
         "SIGHTLINE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
         "SIGHTLINE_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui}",
         "SIGHTLINE_API_PORT": str(api),
+        "SIGHTLINE_SERVING_URL": f"http://127.0.0.1:{serving}",
+        # A fresh data dir has no model: serving bootstraps one; the small profile keeps that short.
+        "SIGHTLINE_BOOTSTRAP_PROFILE": "tiny",
     }
     env.pop("SIGHTLINE_DATABASE_URL", None)
     yield env
@@ -55,10 +58,11 @@ def test_up_twice_status_and_down(stack_env):
     first = cli(stack_env, "up")
     assert first.returncode == 0, first.stdout + first.stderr
     started = pids(stack_env)
-    assert set(started) >= {"temporal", "ray", "worker", "api"}
+    assert set(started) >= {"temporal", "serving", "worker", "api"}
     assert all(_alive(pid) for pid in started.values())
     assert httpx.get(f"http://127.0.0.1:{stack_env['SIGHTLINE_API_PORT']}/healthz").json() == {"status": "ok"}
     assert httpx.get(stack_env["SIGHTLINE_TEMPORAL_UI_URL"]).status_code == 200
+    assert httpx.get(f"{stack_env['SIGHTLINE_SERVING_URL']}/healthz").status_code == 200
 
     again = cli(stack_env, "up")
     assert again.returncode == 0
@@ -66,7 +70,7 @@ def test_up_twice_status_and_down(stack_env):
 
     status = cli(stack_env, "status")
     assert status.returncode == 0
-    for part in ("postgres", "temporal", "ray", "worker", "api"):
+    for part in ("postgres", "temporal", "ray", "serving", "worker", "api"):
         assert part in status.stdout
     assert str(started["api"]) in status.stdout and stack_env["SIGHTLINE_TEMPORAL_ADDRESS"] in status.stdout
 

@@ -9,8 +9,6 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
@@ -32,8 +30,8 @@ from workflows.inference_types import (
     FramePrediction,
     RecordPredictionsInput,
 )
-from workflows.review_types import WORKFLOW_NAME as REVIEW_WORKFLOW
-from workflows.review_types import ReviewTaskInput, review_workflow_id
+from workflows.review_task import start_review_task
+from workflows.review_types import ReviewTaskInput
 
 with workflow.unsafe.imports_passed_through():
     from activities.batch_records import BatchActivities
@@ -183,30 +181,23 @@ class FrameBatchWorkflow:
 
         async def start(route: FrameRoute) -> None:
             prediction = by_frame[route.frame_id]
-            route.workflow_id = review_workflow_id(route.frame_id, route.reason)
             defect = prediction.label not in input.rules.ok_labels
-            try:
-                await workflow.start_child_workflow(
-                    REVIEW_WORKFLOW,
-                    ReviewTaskInput(
-                        frame_id=route.frame_id,
-                        batch_id=input.batch_id,
-                        object_key=keys[route.frame_id],
-                        camera_id=input.camera_id,
-                        site_id=input.site_id,
-                        reason=route.reason,
-                        predicted_label=prediction.label,
-                        confidence=prediction.confidence,
-                        classes=sorted(prediction.probabilities),
-                        priority="high" if defect and route.reason == "low_confidence" else "normal",
-                        reviews_required=input.rules.reviews_required,
-                        model_version=prediction.model_version,
-                    ),
-                    id=route.workflow_id,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
+            route.workflow_id = await start_review_task(
+                ReviewTaskInput(
+                    frame_id=route.frame_id,
+                    batch_id=input.batch_id,
+                    object_key=keys[route.frame_id],
+                    camera_id=input.camera_id,
+                    site_id=input.site_id,
+                    reason=route.reason,
+                    predicted_label=prediction.label,
+                    confidence=prediction.confidence,
+                    classes=sorted(prediction.probabilities),
+                    priority="high" if defect and route.reason == "low_confidence" else "normal",
+                    reviews_required=input.rules.reviews_required,
+                    model_version=prediction.model_version,
                 )
-            except WorkflowAlreadyStartedError:
-                pass
+            )
 
         await asyncio.gather(*(start(r) for r in routes if r.route == "review"))
 

@@ -69,6 +69,10 @@ class BatchSummary(BaseModel):
     accepted_count: int
     rejected_count: int
     sent_to_review: int = 0
+    reviews_pending: int = Field(0, description="review tasks of this batch not decided yet")
+    reviews_decided: int = 0
+    review_corrections: int = Field(0, description="decisions where the reviewer changed the model's label")
+    reviews_escalated: int = 0
     defect_count: int = 0
     label_counts: dict[str, int] = Field({}, description="classified frames by label")
     model_version: str | None = None
