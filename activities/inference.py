@@ -9,7 +9,11 @@ from temporalio.exceptions import ApplicationError
 from infra.log import get_logger
 from serving.client import ServingClient, ServingError
 from workflows.batch_types import FrameOutcome
-from workflows.inference_types import ClassifyFramesInput, ClassifyFramesResult, FramePrediction
+from workflows.inference_types import (
+    ClassifyFramesInput,
+    ClassifyFramesResult,
+    FramePrediction,
+)
 
 log = get_logger(__name__)
 

@@ -35,9 +35,8 @@ class PredictionActivities:
         rows = [(p.frame_id, p.model_version, p.label, p.confidence, Jsonb(p.probabilities), Jsonb(p.quality), Jsonb(p.timings))
                 for p in input.predictions]
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                async with conn.cursor() as cur:
-                    await cur.executemany(_UPSERT, rows)
+            async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_UPSERT, rows)
         except psycopg.errors.ForeignKeyViolation as exc:
             # A prediction for a frame that was never recorded is a bug upstream, not a transient fault.
             raise ApplicationError(f"prediction for an unknown frame: {exc}", type="UnknownFrame", non_retryable=True) from exc

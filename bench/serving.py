@@ -30,15 +30,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.db import apply_migrations  # noqa: E402
-from infra.store import LocalStore, put_frame  # noqa: E402
-from serving.artifacts import load_verified  # noqa: E402
-from serving.backends.base import default_backend, make_backend, required_files  # noqa: E402
-from serving.camera import CLASSES, generate_frames  # noqa: E402
-from serving.model import build_model  # noqa: E402
-from serving.processing import Processing  # noqa: E402
-from serving.registry import ModelRegistry  # noqa: E402
-from serving.training import TrainingResult  # noqa: E402
+from infra.db import apply_migrations
+from infra.store import LocalStore, put_frame
+from serving.artifacts import load_verified
+from serving.backends.base import (
+    BackendUnavailable,
+    default_backend,
+    make_backend,
+    required_files,
+)
+from serving.camera import CLASSES, generate_frames
+from serving.model import build_model
+from serving.processing import Processing
+from serving.registry import ModelRegistry
+from serving.training import TrainingResult
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -144,16 +149,19 @@ def main() -> None:
 
         print(f"model {version.version}: {args.architecture} {args.input_size}px, backend {backend_name}, "
               f"{os.cpu_count()} cpus, backend threads {threads}")
-        backend = make_backend(backend_name, manifest, files, threads=threads)
+        try:
+            backend = make_backend(backend_name, manifest, files, threads=threads)
+        except BackendUnavailable as exc:
+            raise SystemExit(f"backend {backend_name} cannot run here: {exc}") from None
         raw = bench_raw(backend, processing, frames_u8, [int(b) for b in args.batch_sizes.split(",")], args.raw_seconds)
         for bs, ips in raw.items():
             print(f"raw batch {bs:4d}: {ips:9.1f} images/s")
         best_bs, raw_before = max(raw.items(), key=lambda kv: kv[1])
         load_raw = os.getloadavg()[0]
 
+        from infra.postgres_server import free_port
         from serving.app import ServingConfig
         from serving.deploy import run_app, start_ray, stop
-        from infra.postgres_server import free_port
 
         config = ServingConfig(database_url=db_url, store_url=f"file://{store.root}", backend=backend_name,
                                backend_threads=threads, preprocess_threads=4)

@@ -43,7 +43,9 @@ def configure_logging(json: bool | None = None, level: str = "INFO", service: st
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file argument: each line goes to the sys.stdout of that moment, not one captured at set-up
+        # (which a test harness or a daemonising parent may have closed since).
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     # Route the standard library's logging (uvicorn, temporalio, ray) through the same output.

@@ -55,7 +55,7 @@ class Manifest:
         }, indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Manifest":
+    def from_json(cls, data: bytes) -> Manifest:
         d = json.loads(data)
         processing = Processing(classes=tuple(d["classes"]), input_size=int(d["input_size"]),
                                 mean=tuple(d["normalization"]["mean"]), std=tuple(d["normalization"]["std"]))

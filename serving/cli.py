@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +18,7 @@ model_app = typer.Typer(help="The model registry: train the first version, list 
 
 
 def camera_command(
-    out: Path = typer.Option(..., "--out", help="Directory for the JPEG frames and labels.csv"),
+    out: Annotated[Path, typer.Option("--out", help="Directory for the JPEG frames and labels.csv")],
     camera_id: str = typer.Option("line-1", "--camera-id"),
     count: int = typer.Option(64, "--count", min=1),
     seed: int = typer.Option(0, "--seed"),

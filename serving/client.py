@@ -7,6 +7,8 @@ worth retrying; a request the service refuses as bad input (4xx) will be refused
 
 from __future__ import annotations
 
+from typing import Self
+
 import httpx
 
 from serving.schema import ClassifyRequest, ClassifyResponse, FrameKey
@@ -26,7 +28,7 @@ class ServingClient:
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=5.0),
                                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
 
-    async def __aenter__(self) -> "ServingClient":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

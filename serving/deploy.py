@@ -109,10 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     url = urlparse(settings.serving_url)
     ray_dir = settings.resolved_data_dir / "ray"
     ray_dir.mkdir(parents=True, exist_ok=True)
+    start_ray(settings.ray_address, str(ray_dir))
+    # After ray.init, which installs handlers of its own: SIGTERM must lead to an orderly shutdown of
+    # Serve and Ray (the `finally` below), not to an exit that leaves Ray's agents behind.
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    start_ray(settings.ray_address, str(ray_dir))
     try:
         run_app(config, url.hostname or "127.0.0.1", url.port or 8001,
                 preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,

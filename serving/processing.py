@@ -62,6 +62,6 @@ class Processing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Processing":
+    def from_dict(cls, d: dict) -> Processing:
         return cls(classes=tuple(d["classes"]), input_size=int(d["input_size"]),
                    mean=tuple(d["mean"]), std=tuple(d["std"]))

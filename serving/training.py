@@ -77,7 +77,7 @@ def predict_logits(model: torch.nn.Module, processing: Processing, x: np.ndarray
 def evaluate(model: torch.nn.Module, processing: Processing, x: np.ndarray, y: np.ndarray) -> dict:
     pred = predict_logits(model, processing, x).argmax(axis=1)
     per_class = {c: round(float((pred[y == k] == k).mean()), 4) for k, c in enumerate(processing.classes) if (y == k).any()}
-    return {"accuracy": round(float((pred == y).mean()), 4), "per_class_accuracy": per_class, "frames": int(len(y))}
+    return {"accuracy": round(float((pred == y).mean()), 4), "per_class_accuracy": per_class, "frames": len(y)}
 
 
 @torch.no_grad()
@@ -155,7 +155,7 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
         "held_out_accuracy": held_out["accuracy"],
         "held_out_per_class_accuracy": held_out["per_class_accuracy"],
         "held_out_frames": held_out["frames"],
-        "train_frames": int(len(train_x)),
+        "train_frames": len(train_x),
         "final_loss": round(loss_value, 4),
         "steps": step,
         "stopped_early": stopped_early,

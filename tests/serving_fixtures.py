@@ -1,5 +1,10 @@
 """Session fixtures of the serving tests: one tiny model trained once and registered as production,
-and one real Ray Serve application started once. Both stop what they started."""
+and one real Ray Serve application started once. Both stop what they started.
+
+Test modules import these fixtures, which gives every module its own copy of each definition; the
+copies share one underlying object through `_shared`, so the model is trained once and Serve started
+once per session whichever module runs first. (Listing this module in the root conftest's
+`pytest_plugins` would make the sharing unnecessary.)"""
 
 from __future__ import annotations
 
@@ -19,10 +24,16 @@ TINY = TrainingConfig(input_size=64, train_frames=960, eval_frames=160, epochs=8
                       learning_rate=2e-3, seed=7, camera_id="test-train")
 
 
+_shared: dict = {}
+
+
 @pytest.fixture(scope="session")
 def serving_tmp():
+    if "tmp" in _shared:
+        yield _shared["tmp"]
+        return
     # Short and under /tmp: Ray puts Unix sockets in its temp dir and their paths have a length limit.
-    path = Path(tempfile.mkdtemp(prefix="sl-serve-"))
+    path = _shared["tmp"] = Path(tempfile.mkdtemp(prefix="sl-serve-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -34,7 +45,9 @@ def model_store(serving_tmp) -> LocalStore:
 
 @pytest.fixture(scope="session")
 def trained_model() -> TrainingResult:
-    return train(TINY)
+    if "trained" not in _shared:
+        _shared["trained"] = train(TINY)
+    return _shared["trained"]
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +60,11 @@ def production_model(registry, model_store, trained_model):
     """The tiny model registered and made production; returns its ModelVersion."""
     from serving.publishing import register_trained
 
-    version = register_trained(registry, model_store, trained_model, created_by="tests")
-    registry.set_alias("production", version.version, "tests", "session fixture")
-    return registry.get(version.version)
+    if "production" not in _shared:
+        version = register_trained(registry, model_store, trained_model, created_by="tests")
+        registry.set_alias("production", version.version, "tests", "session fixture")
+        _shared["production"] = registry.get(version.version)
+    return _shared["production"]
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +73,9 @@ def serving_url(postgres_url, model_store, production_model, serving_tmp):
     from serving.app import ServingConfig
     from serving.deploy import run_app, start_ray, stop
 
+    if "serving_url" in _shared:
+        yield _shared["serving_url"]
+        return
     config = ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
                            backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)
     ray_dir = serving_tmp / "ray"
@@ -66,8 +84,10 @@ def serving_url(postgres_url, model_store, production_model, serving_tmp):
     start_ray(temp_dir=str(ray_dir), num_cpus=2)
     try:
         run_app(config, "127.0.0.1", port)
-        yield f"http://127.0.0.1:{port}"
+        _shared["serving_url"] = f"http://127.0.0.1:{port}"
+        yield _shared["serving_url"]
     finally:
+        _shared.pop("serving_url", None)
         stop()
 
 

@@ -10,13 +10,9 @@ from serving.artifacts import ONNX, WEIGHTS, load_verified
 from serving.backends import BackendUnavailable, make_backend
 from serving.backends.tensorrt import tensorrt_unavailable_reason
 from serving.camera import generate_frames
-from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
-    model_store,
-    production_model,
-    registry,
-    serving_tmp,
-    trained_model,
-)
+
+# The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
+pytest_plugins = ["tests.serving_fixtures"]
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_changed_defect_style_draws_other_pixels_for_the_same_frame():
         assert same == (fa.label == "ok"), fa.label  # only defects change; ok frames stay identical
 
 
-@pytest.mark.parametrize("bad", [dict(brightness=0), dict(viewpoint_shift=2), dict(tint=(1, 1)), dict(defect_style="x")])
+@pytest.mark.parametrize("bad", [{"brightness": 0}, {"viewpoint_shift": 2}, {"tint": (1, 1)}, {"defect_style": "x"}])
 def test_invalid_conditions_are_refused(bad):
     with pytest.raises(ValueError):
         Conditions(**bad)

@@ -1,5 +1,7 @@
 import json
 
+import structlog
+
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
@@ -19,7 +21,7 @@ async def test_activity_lines_carry_workflow_run_and_activity(capsys):
         get_logger("test").info("outside")
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     finally:
-        configure_logging(json=False)
+        structlog.reset_defaults()
     inside, outside = lines
     info = env.info
     assert inside["event"] == "inside" and inside["frames"] == 3 and inside["service"] == "worker"
@@ -30,6 +32,9 @@ async def test_activity_lines_carry_workflow_run_and_activity(capsys):
 
 def test_console_output_on_a_terminal_is_not_json(capsys):
     configure_logging(json=False)
-    get_logger("test").info("readable", camera="line-1")
-    out = capsys.readouterr().out
+    try:
+        get_logger("test").info("readable", camera="line-1")
+        out = capsys.readouterr().out
+    finally:
+        structlog.reset_defaults()
     assert "readable" in out and "camera" in out and not out.lstrip().startswith("{")

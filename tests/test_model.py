@@ -7,18 +7,21 @@ import json
 import numpy as np
 import pytest
 
-from serving.artifacts import MANIFEST, ONNX, WEIGHTS, IntegrityError, Manifest, load_verified
+from serving.artifacts import (
+    MANIFEST,
+    ONNX,
+    WEIGHTS,
+    IntegrityError,
+    Manifest,
+    load_verified,
+)
 from serving.camera import CLASSES, generate_frames
 from serving.processing import Processing
 from serving.registry import ModelNotFound
 from serving.training import evaluate, frames_to_arrays
-from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
-    model_store,
-    production_model,
-    registry,
-    serving_tmp,
-    trained_model,
-)
+
+# The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
+pytest_plugins = ["tests.serving_fixtures"]
 
 
 def test_training_beats_chance_by_a_wide_margin_on_held_out_frames(trained_model):
@@ -47,7 +50,7 @@ def test_processing_is_one_definition_for_training_and_serving(trained_model):
 
 
 def test_a_version_is_an_artifact_set_with_a_complete_manifest(registry, model_store, production_model):
-    manifest, files = load_verified(model_store, production_model.manifest_key, production_model.manifest_sha256, (WEIGHTS, ONNX))
+    manifest, _ = load_verified(model_store, production_model.manifest_key, production_model.manifest_sha256, (WEIGHTS, ONNX))
     assert manifest.version == production_model.version
     assert set(manifest.files) == {WEIGHTS, ONNX}
     raw = json.loads(model_store.get(production_model.manifest_key))

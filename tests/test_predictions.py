@@ -25,14 +25,9 @@ from workflows.inference_types import (
     FramePrediction,
     RecordPredictionsInput,
 )
-from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
-    model_store,
-    production_model,
-    registry,
-    serving_tmp,
-    serving_url,
-    trained_model,
-)
+
+# The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
+pytest_plugins = ["tests.serving_fixtures"]
 
 
 async def _record_batch(db_pool, store, frames, extra: list[tuple[str, bytes]] = ()) -> tuple[str, list[FrameRef]]:

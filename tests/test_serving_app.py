@@ -11,15 +11,9 @@ from infra.store import put_frame
 from serving.camera import generate_frames
 from serving.client import ServingClient, ServingError
 from tests.conftest import wait_until
-from tests.serving_fixtures import (  # noqa: F401  (pytest fixtures)
-    model_store,
-    production_model,
-    registry,
-    serving_config_for,
-    serving_tmp,
-    serving_url,
-    trained_model,
-)
+
+# The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
+pytest_plugins = ["tests.serving_fixtures"]
 
 
 def _put(store, frames):
