@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
 
     # Empty starts (or joins) a local Ray head under the data dir.
     ray_address: str = ""
+    # How serving trains model v1 when none is registered: "standard" (a few minutes on the CPU) or
+    # "tiny" (a small 64 px model in under a minute, for CI and smoke tests).
+    bootstrap_profile: Literal["standard", "tiny"] = "standard"
     # The Ray Serve HTTP endpoint the inference activities call.
     serving_url: str = "http://127.0.0.1:8001"
 

@@ -82,7 +82,10 @@ def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap
         if not bootstrap:
             raise SystemExit("no model version has the alias 'production': run `sightline model bootstrap` first") from None
     log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)")
-    version = bootstrap_model(registry, store_from_settings(settings), progress=lambda p: log.info("training", **p))
+    from serving.training import PROFILES
+
+    version = bootstrap_model(registry, store_from_settings(settings), PROFILES[settings.bootstrap_profile],
+                              progress=lambda p: log.info("training", **p))
     log.info("bootstrapped production model", version=version.version, metrics=version.metrics)
     return version.version
 

@@ -51,6 +51,15 @@ class TrainingConfig:
         return d
 
 
+# Named configurations for the bootstrap of version 1 (settings.bootstrap_profile). "tiny" trains a
+# 64 px model in well under a minute: for CI and smoke tests of the whole stack, not for real cameras.
+PROFILES = {
+    "standard": TrainingConfig(time_budget_s=270.0),
+    "tiny": TrainingConfig(input_size=64, train_frames=960, eval_frames=160, epochs=8, batch_size=32,
+                           learning_rate=2e-3, seed=7, camera_id="test-train"),
+}
+
+
 @dataclass
 class TrainingResult:
     model: torch.nn.Module

@@ -17,11 +17,10 @@ import pytest
 from infra.postgres_server import free_port
 from infra.store import LocalStore
 from serving.registry import ModelRegistry
-from serving.training import TrainingConfig, TrainingResult, train
+from serving.training import PROFILES, TrainingResult, train
 
 # Small and quick: 64 px inputs, a few hundred frames, a few epochs. Enough to beat chance by far.
-TINY = TrainingConfig(input_size=64, train_frames=960, eval_frames=160, epochs=8, batch_size=32,
-                      learning_rate=2e-3, seed=7, camera_id="test-train")
+TINY = PROFILES["tiny"]
 
 
 _shared: dict = {}
