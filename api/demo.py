@@ -3,7 +3,6 @@ and the link to its workflow history in the Temporal UI."""
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 
@@ -17,23 +16,31 @@ from infra.settings import get_settings
 console = Console(width=None if Console().is_terminal else 160)
 
 
-def _generated_frames(count: int, seed: int) -> list[tuple[str, bytes, str]]:
-    try:
-        from serving.camera import Conditions, encode_jpeg, generate_frames
+def _generated_frames(camera_id: str, count: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str, str]]:
+    """JPEG files from the generated inspection-line camera, and the true label of each."""
+    from serving.camera import NORMAL, generate_frames
 
-        frames = generate_frames("demo-cam", count, seed, Conditions())
-        return [(f"frame-{i:03d}.jpg", encode_jpeg(f.image), "image/jpeg") for i, f in enumerate(frames)]
-    except ImportError:
-        from PIL import Image, ImageDraw
+    frames = generate_frames(camera_id, count, seed, NORMAL)
+    files = [(f"frame-{i:03d}.jpg", f.jpeg(), "image/jpeg") for i, f in enumerate(frames)]
+    return files, {name: f.label for (name, _, _), f in zip(files, frames)}
 
-        out = []
-        for i in range(count):
-            image = Image.new("RGB", (128, 128), (90 + i % 60, 90, 100))
-            ImageDraw.Draw(image).rectangle((20 + i % 30, 30, 100, 90), fill=(180, 180, 170))
-            buf = io.BytesIO()
-            image.save(buf, "JPEG", quality=90)
-            out.append((f"frame-{i:03d}.jpg", buf.getvalue(), "image/jpeg"))
-        return out
+
+def _demo_key(settings) -> str:
+    """An ingest key for the demo, made straight in the local stack's database (shown nowhere)."""
+    import asyncio
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from infra.api_keys import create_key
+    from infra.stack_urls import database_url
+
+    async def create() -> str:
+        async with await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True,
+                                                         row_factory=dict_row) as conn:
+            return (await create_key(conn, "sightline demo", "ingest")).raw_key
+
+    return asyncio.run(create())
 
 
 def demo_command(
@@ -41,12 +48,15 @@ def demo_command(
     camera_id: str = typer.Option("demo-cam", help="camera id"),
     seed: int = typer.Option(0, help="seed of the generated frames"),
     timeout: float = typer.Option(300, help="seconds to wait for the batch"),
-    api_key: str = typer.Option("", envvar="SIGHTLINE_API_KEY", help="API key (role ingest)"),
+    api_key: str = typer.Option("", envvar="SIGHTLINE_API_KEY",
+                                help="API key (role ingest); by default one is made in the local database"),
 ) -> None:
     """Submit generated frames (and one corrupt file) as a batch and wait for the result."""
     settings = get_settings()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    files = [("frames", f) for f in _generated_frames(count, seed)]
+    api_key = api_key or _demo_key(settings)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    generated, truth = _generated_frames(camera_id, count, seed)
+    files = [("frames", f) for f in generated]
     files.append(("frames", ("corrupt.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG", "image/jpeg")))
     key = f"demo-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=settings.resolved_api_url, headers=headers, timeout=60) as http:
@@ -67,20 +77,26 @@ def demo_command(
                     console.print(f"[red]the batch did not finish within {timeout:.0f}s[/] (status {batch['status']})")
                     raise typer.Exit(1)
                 time.sleep(0.5)
-    table = Table("frame", "status", "size", "label", "confidence", "reason")
+    table = Table("frame", "status", "size", "true label", "predicted", "confidence", "routed", "reason")
     for frame in batch["frames"]:
         prediction = frame.get("prediction") or {}
         table.add_row(
             frame["filename"],
             frame["status"],
             f"{frame['width']}x{frame['height']}" if frame["width"] else "-",
+            truth.get(frame["filename"], "-"),
             prediction.get("label", "-"),
             f"{prediction['confidence']:.3f}" if prediction else "-",
+            ", ".join(frame.get("routes") or []),
             frame["reject_reason"] or "",
         )
     console.print(table)
     console.print(
         f"batch [bold]{batch['batch_id']}[/]: {batch['status']}, {batch['accepted_count']} accepted, "
-        f"{batch['rejected_count']} rejected"
+        f"{batch['rejected_count']} rejected, model {batch['model_version']}, labels {batch['label_counts']}, "
+        f"{batch['sent_to_review']} sent to review, {batch['defect_count']} confident defects"
     )
     console.print(f"Temporal UI: {batch['temporal_ui_url']}")
+    if batch["sent_to_review"]:
+        console.print(f"reviewer page: {settings.resolved_api_url}/review "
+                      "(sign in with a key from `sightline keys create --name you --role reviewer`)")

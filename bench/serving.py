@@ -64,6 +64,24 @@ def bench_raw(backend, processing: Processing, frames_u8: np.ndarray, batch_size
     return results
 
 
+def bench_raw_pipeline(backend, processing: Processing, jpegs: list[bytes], batch_size: int, seconds: float) -> float:
+    """What one process does per frame without Serve: decode, resize, quality features, normalise and
+    run the backend, in batches of `batch_size`. Separates Serve's own overhead from the preprocessing
+    cost that the backend-only figure leaves out."""
+    from serving.decode import decode_frame
+    from serving.quality import quality_features_batch
+
+    n, i, started = 0, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = [jpegs[(i + j) % len(jpegs)] for j in range(batch_size)]
+        i += batch_size
+        pixels = np.stack([processing.resize(decode_frame(data).image) for data in chunk])
+        quality_features_batch(pixels)
+        processing.decide(backend.predict(processing.normalize(pixels)))
+        n += batch_size
+    return n / (time.perf_counter() - started)
+
+
 async def bench_served(url: str, keys: list[str], clients: int, frames_per_request: int, seconds: float, warmup: float):
     import httpx
 
@@ -146,6 +164,7 @@ def main() -> None:
         frames = generate_frames("bench-line", args.frames, seed=99)
         keys = [put_frame(store, f.jpeg(), "image/jpeg") for f in frames]
         frames_u8 = np.stack([processing.resize(f.image) for f in frames])
+        jpegs = [f.jpeg() for f in frames]
 
         print(f"model {version.version}: {args.architecture} {args.input_size}px, backend {backend_name}, "
               f"{os.cpu_count()} cpus, backend threads {threads}")
@@ -157,6 +176,7 @@ def main() -> None:
         for bs, ips in raw.items():
             print(f"raw batch {bs:4d}: {ips:9.1f} images/s")
         best_bs, raw_before = max(raw.items(), key=lambda kv: kv[1])
+        pipeline = bench_raw_pipeline(backend, processing, jpegs, best_bs, args.raw_seconds)
         load_raw = os.getloadavg()[0]
 
         from infra.postgres_server import free_port
@@ -187,6 +207,8 @@ def main() -> None:
         print(f"served: {served:9.1f} images/s ({args.clients} clients, {args.frames_per_request} frames/request, "
               f"max batch {max_bs}, wait {args.batch_wait_ms} ms, {errors} errors)")
         print(f"served/raw ratio: {served / best_raw:.2f}")
+        print(f"raw pipeline (decode + resize + quality + model in one process, batch {best_bs}): "
+              f"{pipeline:9.1f} images/s; served/raw-pipeline ratio: {served / pipeline:.2f}")
         print(f"1-min load average: {load_raw:.2f} during raw, {load_served:.2f} during served "
               f"({os.cpu_count()} cpus; other processes on the machine count too)")
         print(f"latency per request ms: p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}  "

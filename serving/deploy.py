@@ -47,7 +47,8 @@ def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | No
         # Ray writes sockets and logs under _temp_dir; keep them in our data dir, not /tmp/ray.
         # worker_niceness 0: Ray starts workers at nice 15 by default, which lets any other process on
         # the host starve the Serve replicas; here the replicas are the service.
-        ray.init(_temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False, namespace="sightline",
+        # address="local": always a new head of our own, never some other Ray found running on the host.
+        ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False, namespace="sightline",
                  log_to_driver=False, object_store_memory=512 * 1024 * 1024, _system_config={"worker_niceness": 0})
 
 

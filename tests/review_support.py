@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 
+from tests.polling import eventually  # noqa: F401  (the review tests import it from here)
 from workflows.review_types import ReviewTaskInput
 
 CLASSES = ["ok", "scratch", "dent"]
@@ -28,19 +27,6 @@ def review_input(batch_id: str | None = None, position: int = 0, **overrides) ->
     )
     values.update(overrides)
     return ReviewTaskInput(**values)
-
-
-async def eventually(check, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Await `check()` until it returns a truthy value or the deadline passes; the event loop keeps
-    running in between (workers in the same process go on working)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)
 
 
 async def fetch_one(pool, sql: str, *params) -> dict | None:

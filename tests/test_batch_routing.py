@@ -16,7 +16,8 @@ from infra.postgres_server import free_port
 from infra.webhook_signatures import verify
 from infra.webhook_subscriptions import get_subscription_by_url
 from tests.frames import jpeg_frame, multipart
-from tests.webhook_receiver import Receiver, eventually
+from tests.polling import eventually
+from tests.webhook_receiver import Receiver
 from workflows.review_types import review_workflow_id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.frames import jpeg_frame
-from tests.webhook_receiver import eventually
+from tests.polling import eventually
 
 
 async def test_camera_frames_become_batches(api):

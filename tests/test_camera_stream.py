@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from tests.stand_in_workflows import RecordingBatchWorkflow
 from workflows import search_attributes as sa
 from workflows.batch_types import FrameBatchInput, RoutingRules, make_frame_id
+from tests.polling import eventually
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.camera_stream_types import (
     FRAME_SIGNAL,
@@ -24,18 +25,6 @@ from workflows.camera_stream_types import (
     camera_workflow_id,
     stream_batch_id,
 )
-
-
-async def eventually(fn, timeout: float = 30.0, message: str = "condition"):
-    """Poll an async predicate without blocking the event loop the worker runs on."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.05)
 
 
 def _frame(n: int) -> CameraFrame:

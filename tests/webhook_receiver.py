@@ -1,24 +1,10 @@
-"""A real HTTP server on 127.0.0.1 that receives webhooks, and polling without blocking the event loop."""
+"""A real HTTP server on 127.0.0.1 that receives webhooks."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-async def eventually(fn, timeout: float = 30.0, message: str = "condition"):
-    """Poll an async predicate without blocking the event loop the worker runs on."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.05)
 
 
 class Receiver:
