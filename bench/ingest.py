@@ -151,8 +151,9 @@ async def run_naive(port: int, load: Load) -> dict:
 
 
 def start_naive(port: int) -> subprocess.Popen:
+    log = open(Path(__file__).with_name("naive_service.log"), "wb")
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_service.py")), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -160,7 +161,7 @@ def start_naive(port: int) -> subprocess.Popen:
             return proc
         except httpx.HTTPError:
             if proc.poll() is not None:
-                raise SystemExit("the naive service did not start")
+                raise SystemExit(f"the naive service did not start: see {log.name}")
             time.sleep(0.2)
     raise SystemExit("the naive service did not start within 120 s")
 
@@ -182,6 +183,7 @@ def main() -> None:
 
     frames = [f.jpeg() for f in generate_frames("bench", 256, seed=7, conditions=NORMAL)]
     raw_ips, raw_batch = raw_backend_images_per_s(settings, db_url)
+    print(f"raw backend measured; loading {args.clients} clients on Sightline for {args.seconds:.0f} s", flush=True)
     tag = f"{int(time.time())}"
 
     ours = Load(frames, args.frames, args.clients, args.seconds)

@@ -8,18 +8,21 @@ Run by bench/ingest.py as `python bench/naive_service.py PORT`.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, File, UploadFile
 
-from infra.settings import get_settings
-from infra.stack_urls import database_url
-from infra.store import store_from_settings
-from serving.artifacts import load_verified
-from serving.backends.base import make_backend, required_files
-from serving.decode import FrameRejected, decode_frame
-from serving.registry import ModelRegistry
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra.settings import get_settings  # noqa: E402
+from infra.stack_urls import database_url  # noqa: E402
+from infra.store import store_from_settings  # noqa: E402
+from serving.artifacts import load_verified  # noqa: E402
+from serving.backends.base import make_backend, required_files  # noqa: E402
+from serving.decode import FrameRejected, decode_frame  # noqa: E402
+from serving.registry import ModelRegistry  # noqa: E402
 
 
 def build_app() -> FastAPI:
