@@ -8,11 +8,10 @@ confirmed through the workflow's claim Update; a refused claim moves on to the n
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from infra.api_keys import Principal
@@ -106,8 +105,8 @@ async def get_review(pool, review_id: str) -> dict | None:
 async def _update(pool, temporal: Client, review_id: str, update, arg) -> ReviewTaskView:
     handle = temporal.get_workflow_handle(review_id)
     try:
-        return await asyncio.wait_for(handle.execute_update(update, arg), UPDATE_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+        return await handle.execute_update(update, arg, rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
         message = f"task {review_id} did not answer within {UPDATE_TIMEOUT_SECONDS:.0f}s; try again"
         raise ReviewRefused(503, "TaskUnavailable", message) from None
     except (WorkflowUpdateFailedError, RPCError) as exc:
