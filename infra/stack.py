@@ -210,52 +210,45 @@ class LocalStack:
             "SIGHTLINE_LOG_JSON": "true",
         }
 
+    def _start_service(self, name: str, module: str, what: str, timeout: float, healthy: Callable[[], bool]) -> None:
+        """Spawn `python -m module` unless it runs, and wait until `healthy()`; if the process exits
+        meanwhile, fail at once with the end of its log rather than at the deadline."""
+        if self._pid(name):
+            return
+        self._spawn(name, [sys.executable, "-m", module], self._service_env())
+
+        def check() -> bool:
+            if not self._pid(name):
+                raise StackError(f"{what} exited:\n" + self._log(name).read_text(errors="replace")[-3000:])
+            return healthy()
+
+        _wait(check, timeout, what, self._log(name))
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def start_serving(self) -> None:
         """The Ray Serve application (python -m serving.deploy). With no SIGHTLINE_RAY_ADDRESS it starts
         the local Ray head itself, temp dir under the data dir; a separate `ray start --head` would
         advertise the host's network address, which clients here cannot always reach. On a fresh data
         dir it first trains and registers model v1, which takes a few minutes on the CPU."""
-        if self._pid("serving"):
-            return
-        self._spawn("serving", [sys.executable, "-m", "serving.deploy"], self._service_env())
-        _wait(self._serving_healthy, 900, "the inference service", self._log("serving"))
-
-    def _serving_healthy(self) -> bool:
-        if not self._pid("serving"):
-            raise StackError("the inference service exited:\n" + self._log("serving").read_text(errors="replace")[-3000:])
-        try:
-            return httpx.get(f"{self.settings.serving_url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self._start_service("serving", "serving.deploy", "the inference service", 900,
+                            lambda: self._http_ok(f"{self.settings.serving_url}/healthz"))
 
     def start_worker(self) -> None:
-        if self._pid("worker"):
-            return
-        self._spawn("worker", [sys.executable, "-m", "workers.main"], self._service_env())
-        _wait(self._worker_polling, 90, "the worker", self._log("worker"))
-
-    def _worker_polling(self) -> bool:
-        if not self._pid("worker"):
-            raise StackError("the worker exited:\n" + self._log("worker").read_text(errors="replace")[-3000:])
         async def polling() -> bool:
             client = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
             return await has_pollers(client, self.settings.temporal_namespace, self.settings.orchestration_task_queue)
 
-        return asyncio.run(polling())
+        self._start_service("worker", "workers.main", "the worker", 90, lambda: asyncio.run(polling()))
 
     def start_api(self) -> None:
-        if self._pid("api"):
-            return
-        self._spawn("api", [sys.executable, "-m", "api.main"], self._service_env())
-        _wait(self._api_healthy, 90, "the API", self._log("api"))
-
-    def _api_healthy(self) -> bool:
-        if not self._pid("api"):
-            raise StackError("the API exited:\n" + self._log("api").read_text(errors="replace")[-3000:])
-        try:
-            return httpx.get(f"{self.settings.resolved_api_url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self._start_service("api", "api.main", "the API", 90,
+                            lambda: self._http_ok(f"{self.settings.resolved_api_url}/healthz"))
 
     # -- the whole -----------------------------------------------------------------------------
     def up(self, progress: Callable[[str], None] = lambda _: None) -> list[PartStatus]:
