@@ -131,3 +131,4 @@ class BatchProgress:
     status: str
     frames_total: int
     frames_validated: int
+    frames_classified: int = 0

@@ -70,7 +70,7 @@ class FrameBatchWorkflow:
 
     @workflow.query
     def progress(self) -> BatchProgress:
-        return BatchProgress(self._status, self._total, self._validated)
+        return BatchProgress(self._status, self._total, self._validated, self._classified)
 
     def _set_status(self, status: str) -> None:
         self._status = status

@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 
 from workflows.batch_types import FrameOutcome, FrameRef
 
-INFERENCE_TASK_QUEUE = "inference"
-
-
 @dataclass
 class ClassifyFramesInput:
     batch_id: str
