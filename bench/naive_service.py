@@ -39,11 +39,11 @@ def build_app() -> FastAPI:
         pixels, results = [], []
         for upload in frames:
             try:
-                pixels.append(processing.resize(decode_frame(upload.file.read()).image))
+                pixels.append(processing.resize(decode_frame(upload.file.read()).pixels))
             except FrameRejected as exc:
                 results.append({"rejected": str(exc)})
         if pixels:
-            logits = backend.predict(processing.normalize(np.stack(pixels)))
+            logits = backend.predict(np.stack(pixels))
             results += [{"label": label, "confidence": conf} for label, conf, _ in processing.decide(logits)]
         return {"model_version": manifest.version, "results": results}
 

@@ -3,13 +3,16 @@
     .venv/bin/python bench/serving.py --backend onnxruntime --clients 64
     .venv/bin/python bench/serving.py --backend torch-cuda --input-size 224   # on a GPU host
 
-1. One model version is registered (random initial weights by default: throughput does not depend on
-   the weights) in a registry and object store of its own, unless --database-url/--model name one.
-2. Raw: the backend alone, built from the same verified artifacts, on already-preprocessed batches,
-   at each --batch-sizes; the best is the reference.
+1. One model version is registered (random initial weights: throughput does not depend on the
+   weights) in a registry and object store of its own.
+2. Raw: the backend alone, built from the same verified artifacts, on resized uint8 frames (the model
+   normalises in its graph), at each --batch-sizes and, on a CPU backend, in both ways of using the
+   cores: one instance with every core's thread, or one single-threaded instance per core. The best
+   is the reference, and the served classifier runs the same way (replicas x threads).
 3. Served: the real Serve application (preprocessor + batched classifier, same backend) on a local Ray;
-   --clients concurrent HTTP clients send object keys of generated JPEG frames for --duration seconds.
-   Served images/s therefore include fetch, decode, resize, quality features, HTTP and Ray hops.
+   --clients concurrent HTTP clients send object keys of generated JPEG frames for --duration seconds,
+   --frames-per-request at a time (default: the batch workflow's chunk). Served images/s therefore
+   include fetch, decode, validation, resize, quality features, HTTP and Ray hops.
 Prints images/s for both, `served/raw ratio: X.XX` on a line of its own, and p50/p95/p99 latency.
 """
 
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.db import apply_migrations
+from infra.settings import Settings
 from infra.store import LocalStore, put_frame
+from serving.app import ServingConfig
 from serving.artifacts import load_verified
 from serving.backends.base import (
     BackendUnavailable,
@@ -50,24 +56,40 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def bench_raw(backend, processing: Processing, frames_u8: np.ndarray, batch_sizes: list[int], seconds: float) -> dict[int, float]:
+def _repeat_to(frames_u8: np.ndarray, n: int) -> np.ndarray:
+    return np.concatenate([frames_u8] * int(np.ceil(n / len(frames_u8))))[:n]
+
+
+def bench_raw(backends: list, frames_u8: np.ndarray, batch_sizes: list[int], seconds: float) -> dict[int, float]:
+    """Images/s of the backend alone on resized uint8 frames (normalisation is in the model's graph),
+    per batch size. With more than one backend instance, each runs on a thread of its own at the same
+    time (onnxruntime and torch release the GIL): N single-threaded sessions, the other way to use N
+    cores, which on small models often beats one session with N threads."""
     results = {}
     for bs in batch_sizes:
-        reps = int(np.ceil(bs / len(frames_u8)))
-        batch = processing.normalize(np.concatenate([frames_u8] * reps)[:bs])
-        backend.predict(batch)  # warm-up (allocations, CUDA kernels, graph optimisation)
-        n, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            backend.predict(batch)
-            n += bs
-        results[bs] = n / (time.perf_counter() - started)
+        batch = _repeat_to(frames_u8, bs)
+        for backend in backends:
+            backend.predict(batch)  # warm-up (allocations, CUDA kernels, graph optimisation)
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        with ThreadPoolExecutor(len(backends)) as pool:
+            done = sum(pool.map(_predict_until, backends, [batch] * len(backends), [deadline] * len(backends)))
+        results[bs] = done / (time.perf_counter() - started)
     return results
 
 
+def _predict_until(backend, batch: np.ndarray, deadline: float) -> int:
+    done = 0
+    while time.perf_counter() < deadline:
+        backend.predict(batch)
+        done += len(batch)
+    return done
+
+
 def bench_raw_pipeline(backend, processing: Processing, jpegs: list[bytes], batch_size: int, seconds: float) -> float:
-    """What one process does per frame without Serve: decode, resize, quality features, normalise and
-    run the backend, in batches of `batch_size`. Separates Serve's own overhead from the preprocessing
-    cost that the backend-only figure leaves out."""
+    """What one process does per frame without Serve: decode, resize, quality features and the
+    backend, in batches of `batch_size`. Separates Serve's own overhead from the preprocessing cost
+    that the backend-only figure leaves out."""
     from serving.decode import decode_frame
     from serving.quality import quality_features_batch
 
@@ -75,21 +97,40 @@ def bench_raw_pipeline(backend, processing: Processing, jpegs: list[bytes], batc
     while time.perf_counter() - started < seconds:
         chunk = [jpegs[(i + j) % len(jpegs)] for j in range(batch_size)]
         i += batch_size
-        pixels = np.stack([processing.resize(decode_frame(data).image) for data in chunk])
+        pixels = np.stack([processing.resize(decode_frame(data).pixels) for data in chunk])
         quality_features_batch(pixels)
-        processing.decide(backend.predict(processing.normalize(pixels)))
+        processing.decide(backend.predict(pixels))
         n += batch_size
     return n / (time.perf_counter() - started)
 
 
+def _cpu_seconds_by_role(bench_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the served path, from every process on the machine."""
+    import psutil
+
+    roles = (("Preprocessor", "preprocessor"), ("Classifier", "classifier"), ("ProxyActor", "HTTP proxy"))
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is None:
+            continue
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        role = "load generator" if proc.info["pid"] == bench_pid else next(
+            (name for marker, name in roles if marker in cmdline), "Ray and the rest of the machine")
+        totals[role] = totals.get(role, 0.0) + times.user + times.system
+    return totals
+
+
 async def bench_served(url: str, keys: list[str], clients: int, frames_per_request: int, seconds: float, warmup: float):
+    """Images/s of the requests that complete inside the measured window, their latencies, errors,
+    and the CPU seconds each part of the served path used in that window."""
     import httpx
 
     latencies: list[float] = []
     images = 0
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         measuring_from = time.perf_counter() + warmup
         stop_at = measuring_from + seconds
 
@@ -97,23 +138,30 @@ async def bench_served(url: str, keys: list[str], clients: int, frames_per_reque
             nonlocal images, errors
             i = cid * frames_per_request
             while True:
-                now = time.perf_counter()
-                if now >= stop_at:
-                    return
                 body = {"frames": [{"frame_id": f"c{cid}-{i + j}", "object_key": keys[(i + j) % len(keys)]}
                                    for j in range(frames_per_request)], "model": "production"}
                 i += frames_per_request
+                sent = time.perf_counter()
                 r = await http.post("/v1/classify", json=body)
                 done = time.perf_counter()
+                if not measuring_from <= done <= stop_at:
+                    continue
                 if r.status_code != 200:
                     errors += 1
                     continue
-                if now >= measuring_from and done <= stop_at:
-                    latencies.append((done - now) * 1000)
-                    images += len(r.json()["predictions"])
+                latencies.append((done - sent) * 1000)
+                images += len(r.json()["predictions"])
 
-        await asyncio.gather(*(client(c) for c in range(clients)))
-    return images / seconds, latencies, errors
+        tasks = [asyncio.create_task(client(c)) for c in range(clients)]
+        await asyncio.sleep(measuring_from - time.perf_counter())
+        cpu_before = _cpu_seconds_by_role(os.getpid())
+        await asyncio.sleep(stop_at - time.perf_counter())
+        cpu_after = _cpu_seconds_by_role(os.getpid())
+        for task in tasks:  # requests still in flight are not counted: stop them
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
+    return images / seconds, latencies, errors, cpu
 
 
 def main() -> None:
@@ -122,21 +170,32 @@ def main() -> None:
     ap.add_argument("--architecture", default="mobilenet_v3_small")
     ap.add_argument("--input-size", type=int, default=128)
     ap.add_argument("--clients", type=int, default=64)
-    ap.add_argument("--frames-per-request", type=int, default=8)
+    ap.add_argument("--frames-per-request", type=int, default=Settings().classify_chunk_size,
+                    help="frames in each request (default: what a batch workflow's classify activity sends)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of measured served load")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--raw-seconds", type=float, default=4.0, help="per batch size")
     ap.add_argument("--batch-sizes", default="1,8,16,32,64,128")
     ap.add_argument("--max-batch-size", type=int, default=None, help="served batch size (default: the raw best)")
     ap.add_argument("--batch-wait-ms", type=float, default=10.0)
-    ap.add_argument("--threads", type=int, default=None, help="backend threads (default: all cores)")
+    ap.add_argument("--layout", default=None, help="REPLICASxTHREADS for the backend, e.g. 1x2 or 2x1 "
+                    "(default: on a CPU backend both, measured raw, and the faster one is served)")
     ap.add_argument("--preprocessor-replicas", type=int, default=1)
+    ap.add_argument("--preprocess-threads", type=int, default=ServingConfig.preprocess_threads,
+                    help="requests each preprocessor replica prepares at once")
     ap.add_argument("--database-url", default=os.environ.get("SIGHTLINE_BENCH_DATABASE_URL", ""),
-                    help="use this registry (with --store-dir and --model) instead of a throwaway one")
+                    help="a Postgres to create the throwaway registry in, instead of starting one")
     ap.add_argument("--frames", type=int, default=256, help="distinct generated frames to cycle through")
     args = ap.parse_args()
     backend_name = default_backend() if args.backend == "auto" else args.backend
-    threads = args.threads or os.cpu_count() or 1
+    cpus = os.cpu_count() or 1
+    if args.layout:
+        replicas, threads = (int(v) for v in args.layout.lower().split("x"))
+        layouts = [(replicas, threads)]
+    elif backend_name in ("onnxruntime", "torch-cpu") and cpus > 1:
+        layouts = [(1, cpus), (cpus, 1)]
+    else:
+        layouts = [(1, cpus)]  # a GPU backend: one instance owns the device
 
     work = Path(tempfile.mkdtemp(prefix="sl-bench-"))
     work.chmod(0o755)
@@ -162,53 +221,62 @@ def main() -> None:
         manifest, files = load_verified(store, version.manifest_key, version.manifest_sha256, required_files(backend_name))
 
         frames = generate_frames("bench-line", args.frames, seed=99)
-        keys = [put_frame(store, f.jpeg(), "image/jpeg") for f in frames]
-        frames_u8 = np.stack([processing.resize(f.image) for f in frames])
         jpegs = [f.jpeg() for f in frames]
+        keys = [put_frame(store, data, "image/jpeg") for data in jpegs]
+        frames_u8 = np.stack([processing.resize(f.image) for f in frames])
 
-        print(f"model {version.version}: {args.architecture} {args.input_size}px, backend {backend_name}, "
-              f"{os.cpu_count()} cpus, backend threads {threads}")
-        try:
-            backend = make_backend(backend_name, manifest, files, threads=threads)
-        except BackendUnavailable as exc:
-            raise SystemExit(f"backend {backend_name} cannot run here: {exc}") from None
-        raw = bench_raw(backend, processing, frames_u8, [int(b) for b in args.batch_sizes.split(",")], args.raw_seconds)
-        for bs, ips in raw.items():
-            print(f"raw batch {bs:4d}: {ips:9.1f} images/s")
-        best_bs, raw_before = max(raw.items(), key=lambda kv: kv[1])
-        pipeline = bench_raw_pipeline(backend, processing, jpegs, best_bs, args.raw_seconds)
+        print(f"model {version.version}: {args.architecture} {args.input_size}px, backend {backend_name}, {cpus} cpus")
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        best = (0.0, 0, layouts[0])  # images/s, batch size, layout
+        for replicas, threads in layouts:
+            try:
+                backends = [make_backend(backend_name, manifest, files, threads=threads) for _ in range(replicas)]
+            except BackendUnavailable as exc:
+                raise SystemExit(f"backend {backend_name} cannot run here: {exc}") from None
+            for bs, ips in bench_raw(backends, frames_u8, batch_sizes, args.raw_seconds).items():
+                print(f"raw {replicas}x{threads} (instances x threads) batch {bs:4d}: {ips:9.1f} images/s")
+                best = max(best, (ips, bs, (replicas, threads)))
+        raw_before, best_bs, (replicas, threads) = best
+        backends = [make_backend(backend_name, manifest, files, threads=threads) for _ in range(replicas)]
+        pipeline = bench_raw_pipeline(backends[0], processing, jpegs, best_bs, args.raw_seconds)
         load_raw = os.getloadavg()[0]
 
         from infra.postgres_server import free_port
-        from serving.app import ServingConfig
-        from serving.deploy import run_app, start_ray, stop
+        from serving.deploy import classifier_cpus, run_app, start_ray, stop
 
         config = ServingConfig(database_url=db_url, store_url=f"file://{store.root}", backend=backend_name,
-                               backend_threads=threads, preprocess_threads=4)
+                               backend_threads=threads, preprocess_threads=args.preprocess_threads)
         port = free_port()
         (work / "ray").mkdir()
         start_ray(temp_dir=str(work / "ray"))
         try:
             max_bs = args.max_batch_size or max(best_bs, args.frames_per_request)
-            run_app(config, "127.0.0.1", port, preprocessor_replicas=args.preprocessor_replicas,
+            run_app(config, "127.0.0.1", port, preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
+                    classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
                     batch={"max_batch_size": max_bs, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
-            served, latencies, errors = asyncio.run(bench_served(
+            served, latencies, errors, cpu = asyncio.run(bench_served(
                 f"http://127.0.0.1:{port}", keys, args.clients, args.frames_per_request, args.duration, args.warmup))
             load_served = os.getloadavg()[0]
         finally:
             stop()
         # The raw run again, after the served one: on a shared machine the load moves, and the ratio
         # should compare like with like, so the reference is the mean of the two raw runs.
-        raw_after = bench_raw(backend, processing, frames_u8, [best_bs], args.raw_seconds)[best_bs]
+        raw_after = bench_raw(backends, frames_u8, [best_bs], args.raw_seconds)[best_bs]
         best_raw = (raw_before + raw_after) / 2
 
-        print(f"raw:    {best_raw:9.1f} images/s (best batch size {best_bs}; {raw_before:.1f} before and "
-              f"{raw_after:.1f} after the served run)")
+        print(f"raw:    {best_raw:9.1f} images/s (best: {replicas}x{threads}, batch size {best_bs}; {raw_before:.1f} "
+              f"before and {raw_after:.1f} after the served run)")
         print(f"served: {served:9.1f} images/s ({args.clients} clients, {args.frames_per_request} frames/request, "
-              f"max batch {max_bs}, wait {args.batch_wait_ms} ms, {errors} errors)")
+              f"{replicas} classifier replica(s) x {threads} thread(s), max batch {max_bs}, wait {args.batch_wait_ms} ms, "
+              f"{errors} errors)")
         print(f"served/raw ratio: {served / best_raw:.2f}")
         print(f"raw pipeline (decode + resize + quality + model in one process, batch {best_bs}): "
               f"{pipeline:9.1f} images/s; served/raw-pipeline ratio: {served / pipeline:.2f}")
+        served_images = served * args.duration
+        if served_images:
+            print("CPU ms per served image: " + ", ".join(
+                f"{role} {seconds * 1000 / served_images:.2f}" for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
+                + f"; raw backend alone: {cpus * 1000 / best_raw:.2f} at full load")
         print(f"1-min load average: {load_raw:.2f} during raw, {load_served:.2f} during served "
               f"({os.cpu_count()} cpus; other processes on the machine count too)")
         print(f"latency per request ms: p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}  "

@@ -25,13 +25,15 @@ from serving.app import APP_NAME, ServingConfig, build_app
 log = get_logger(__name__)
 
 
-def serving_config(settings: Settings, database_url: str, backend: str = "auto") -> ServingConfig:
+def serving_config(settings: Settings, database_url: str, backend: str = "auto",
+                   backend_threads: int | None = None) -> ServingConfig:
     return ServingConfig(
         database_url=database_url,
         store_url=settings.resolved_object_store_url,
         store_options={"endpoint": settings.s3_endpoint, "access_key": settings.s3_access_key,
                        "secret_key": settings.s3_secret_key, "secure": settings.s3_secure, "region": settings.s3_region},
         backend=backend,
+        backend_threads=backend_threads,
         max_frame_pixels=settings.max_frame_pixels,
     )
 
@@ -58,6 +60,15 @@ def run_app(config: ServingConfig, host: str, port: int, **app_options):
 
     serve.start(http_options={"host": host, "port": port})
     return serve.run(build_app(config, **app_options), name=APP_NAME, route_prefix="/")
+
+
+def classifier_cpus(classifier_replicas: int, preprocessor_replicas: int, preprocessor_cpus: float = 0.5) -> float:
+    """Ray CPUs per classifier replica (placement only, not a limit): at most one, and few enough that
+    every replica fits on this machine when it is the whole cluster."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    return max(0.1, min(1.0, (cpus - preprocessor_cpus * preprocessor_replicas) / classifier_replicas))
 
 
 def stop(shutdown_ray: bool = True) -> None:
@@ -97,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bootstrap", action="store_true", help="fail instead of training v1 when no production model exists")
     parser.add_argument("--preprocessor-replicas", type=int, default=1)
     parser.add_argument("--classifier-replicas", type=int, default=1)
+    parser.add_argument("--backend-threads", type=int, default=None,
+                        help="threads per classifier replica (default: every core); on a small CPU model, one "
+                             "single-threaded replica per core uses the cores better (see bench/serving.py)")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     args = parser.parse_args(argv)
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
     db_url = database_url(settings)
     apply_migrations(db_url)
-    config = serving_config(settings, db_url, args.backend)
+    config = serving_config(settings, db_url, args.backend, args.backend_threads)
     version = ensure_production_model(config, settings, bootstrap=not args.no_bootstrap)
 
     url = urlparse(settings.serving_url)
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_app(config, url.hostname or "127.0.0.1", url.port or 8001,
                 preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,
+                classifier_cpus=classifier_cpus(args.classifier_replicas, args.preprocessor_replicas),
                 batch={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
         log.info("inference service up", url=settings.serving_url, production=version, backend=args.backend)
         stopping.wait()

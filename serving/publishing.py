@@ -18,7 +18,7 @@ from serving.training import TrainingConfig, TrainingResult, train
 def register_trained(registry: ModelRegistry, store: ObjectStore, result: TrainingResult,
                      parent_version: str | None = None, created_by: str = "") -> ModelVersion:
     version, number = registry.reserve_version()
-    files = {WEIGHTS: weights_bytes(result.model), ONNX: export_onnx(result.model, result.processing.input_size)}
+    files = {WEIGHTS: weights_bytes(result.model), ONNX: export_onnx(result.model, result.processing)}
     _, manifest_key, manifest_sha = publish(store, version, result.architecture, result.processing, files,
                                             result.metrics, parent_version, result.dataset_snapshot_id, result.config)
     return registry.register(version, number, result.architecture, manifest_key, manifest_sha, parent_version,

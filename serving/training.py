@@ -1,7 +1,8 @@
 """Training a classifier on generated camera frames, on the CPU, within a time budget.
 
-The training pixels go through `Processing.resize` and `Processing.normalize`, the same functions the
-Serve preprocessor and classifier use, so training and serving cannot disagree.
+The training pixels go through `Processing.resize` and `PixelInput`, the resize the Serve preprocessor
+uses and the normalisation the served model carries in its graph, so training and serving cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from serving.camera import CLASSES, NORMAL, Conditions, GeneratedFrame, generate_frames
-from serving.model import DEFAULT_ARCHITECTURE, build_model
+from serving.model import DEFAULT_ARCHITECTURE, PixelInput, build_model
 from serving.processing import Processing
 
 
@@ -76,10 +77,16 @@ def frames_to_arrays(frames: list[GeneratedFrame], processing: Processing) -> tu
     return x, y
 
 
+def model_inputs(pixel_input: PixelInput, pixels: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC frames (any strides: flipped views too) -> the backbone's normalised float input."""
+    return pixel_input(torch.from_numpy(np.ascontiguousarray(pixels)))
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, processing: Processing, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(processing.normalize(x[i : i + batch_size]))).numpy() for i in range(0, len(x), batch_size)]
+    pixel_input = PixelInput(processing)
+    out = [model(model_inputs(pixel_input, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(out)
 
 
@@ -98,8 +105,9 @@ def _recalibrate_batchnorm(model: torch.nn.Module, processing: Processing, x: np
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
+    pixel_input = PixelInput(processing)
     for i in range(0, min(frames, len(x)), 128):
-        model(torch.from_numpy(processing.normalize(x[i : i + 128])))
+        model(model_inputs(pixel_input, x[i : i + 128]))
     model.eval()
 
 
@@ -128,6 +136,7 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.2)
 
+    pixel_input = PixelInput(processing)
     step, stopped_early, loss_value = 0, False, float("nan")
     for epoch in range(config.epochs):
         model.train()
@@ -140,7 +149,7 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
                 xb = xb[:, :, ::-1]
             if rng.random() < 0.5:
                 xb = xb[:, ::-1]
-            inputs = torch.from_numpy(processing.normalize(xb))
+            inputs = model_inputs(pixel_input, xb)
             loss = torch.nn.functional.cross_entropy(model(inputs), torch.from_numpy(train_y[idx]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,7 @@ def artifacts(model_store, production_model):
 def pixels(artifacts):
     manifest, _ = artifacts
     p = manifest.processing
-    return p.normalize(np.stack([p.resize(f.image) for f in generate_frames("backend-line", 24, seed=11)]))
+    return np.stack([p.resize(f.image) for f in generate_frames("backend-line", 24, seed=11)])
 
 
 def test_onnxruntime_and_torch_agree_within_tolerance(artifacts, pixels):
@@ -37,6 +37,26 @@ def test_onnxruntime_and_torch_agree_within_tolerance(artifacts, pixels):
     # Batch size does not change a frame's answer (the ONNX graph has a dynamic batch axis).
     single = np.concatenate([make_backend("onnxruntime", manifest, files, threads=1).predict(pixels[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(single, onnx[:3], atol=1e-4)
+
+
+def test_the_export_takes_uint8_frames_and_an_older_float_export_still_serves(artifacts, pixels):
+    import onnxruntime as ort
+
+    from serving.backends.onnx import OnnxRuntimeBackend
+    from serving.model import load_model
+
+    manifest, files = artifacts
+    model_input = ort.InferenceSession(files[ONNX], providers=["CPUExecutionProvider"]).get_inputs()[0]
+    size = manifest.processing.input_size
+    assert model_input.type == "tensor(uint8)" and model_input.shape[1:] == [size, size, 3]
+    # An export from before the normalisation moved into the graph takes float32 NCHW: the backend
+    # normalises for it, and both give the same answers.
+    backbone = load_model(manifest.architecture, len(manifest.processing.classes), files[WEIGHTS])
+    program = torch.onnx.export(backbone, (torch.zeros(2, 3, size, size),), dynamo=True, input_names=["pixels"],
+                                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), verbose=False)
+    older = OnnxRuntimeBackend(program.model_proto.SerializeToString(), manifest.processing, threads=1)
+    current = make_backend("onnxruntime", manifest, files, threads=1)
+    np.testing.assert_allclose(older.predict(pixels), current.predict(pixels), atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")

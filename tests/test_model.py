@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from serving.artifacts import (
     MANIFEST,
@@ -16,6 +17,7 @@ from serving.artifacts import (
     load_verified,
 )
 from serving.camera import CLASSES, generate_frames
+from serving.model import PixelInput
 from serving.processing import Processing
 from serving.registry import ModelNotFound
 from serving.training import evaluate, frames_to_arrays
@@ -39,14 +41,26 @@ def test_processing_is_one_definition_for_training_and_serving(trained_model):
     image = generate_frames("line-1", 1, seed=1)[0].image
     pixels = p.resize(image)
     assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(p.resize(np.asarray(image)), pixels)  # a PIL image or its array: the same pixels
     x = p.normalize(pixels)
     assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
     # Standardised with the recorded mean/std: a mid-grey pixel maps to (0.5 - mean) / std.
     grey = p.normalize(np.full((1, 2, 2, 3), 127.5, np.float32).astype(np.uint8))
     np.testing.assert_allclose(grey[0, :, 0, 0], (127 / 255 - np.array(p.mean)) / np.array(p.std), rtol=1e-5)
+    # The layer the served graph and training use computes exactly that normalisation.
+    batch = np.stack([pixels, pixels[::-1].copy()])
+    in_graph = PixelInput(p)(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(in_graph, p.normalize(batch), atol=1e-5)
     label, conf, probs = p.decide(np.array([[0.0, 3.0, 0.0, 0.0]]))[0]
     assert label == "scratch" and conf == max(probs.values()) and abs(sum(probs.values()) - 1) < 1e-3
     assert Processing.from_dict(p.to_dict()) == p
+
+
+def test_large_frames_are_shrunk_by_area_not_aliased():
+    # A one-pixel checkerboard shrunk 8x: area averaging gives flat grey; sampling would keep stripes.
+    board = (np.indices((512, 512)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    shrunk = Processing(classes=CLASSES, input_size=64).resize(np.repeat(board[..., None], 3, axis=2))
+    assert shrunk.shape == (64, 64, 3) and shrunk.std() < 2
 
 
 def test_a_version_is_an_artifact_set_with_a_complete_manifest(registry, model_store, production_model):

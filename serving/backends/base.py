@@ -1,8 +1,9 @@
 """The backend interface and the factory that picks one.
 
 A backend is built from a verified artifact set (manifest + file bytes) and does one thing:
-`predict(float32 NCHW) -> float32 logits`. Pre- and post-processing stay outside, in
-serving.processing, so every backend sees the same pixels and reports the same class order.
+`predict(uint8 NHWC pixels) -> float32 logits`. The model normalises in its own graph
+(serving.model.PixelInput); resizing and post-processing stay outside, in serving.processing, so every
+backend sees the same pixels and reports the same class order.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def make_backend(name: str, manifest: Manifest, files: dict[str, bytes], *, thre
     if name == "onnxruntime":
         from serving.backends.onnx import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(files[ONNX], threads=threads)
+        return OnnxRuntimeBackend(files[ONNX], manifest.processing, threads=threads)
     if name in ("torch-cuda", "torch-cpu"):
         from serving.backends.torch_backend import TorchBackend
 
@@ -57,5 +58,5 @@ def make_backend(name: str, manifest: Manifest, files: dict[str, bytes], *, thre
     if name == "tensorrt":
         from serving.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(files[ONNX], manifest.processing.input_size)
+        return TensorRTBackend(files[ONNX], manifest.processing)
     raise ValueError(f"unknown backend {name!r}: choose one of auto, {', '.join(BACKENDS)}")

@@ -7,11 +7,13 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from serving.processing import Processing
+
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_bytes: bytes, threads: int | None = None) -> None:
+    def __init__(self, onnx_bytes: bytes, processing: Processing, threads: int | None = None) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Explicit, because Ray sets OMP_NUM_THREADS in replicas and ORT would otherwise guess.
@@ -21,7 +23,13 @@ class OnnxRuntimeBackend:
         # Serve proxy need on the same machine, and gains little at these batch sizes.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        # Exports take uint8 NHWC and normalise in the graph; an export that takes float32 NCHW
+        # (made before the normalisation moved into the graph) gets it done here instead.
+        self.legacy_processing = processing if model_input.type == "tensor(float)" else None
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
+        if self.legacy_processing is not None:
+            return self.session.run(None, {self.input_name: self.legacy_processing.normalize(pixels)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]

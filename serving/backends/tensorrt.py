@@ -1,6 +1,8 @@
 """TensorRT: an engine built from the ONNX export, where the `tensorrt` package imports (GPU hosts).
 
 The engine is built with an optimisation profile covering batch sizes 1..max_batch and fp16 enabled.
+Its input is whatever the export takes: uint8 NHWC (normalised inside the graph), or float32 NCHW for
+exports made before the normalisation moved into the graph.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from serving.backends.base import BackendUnavailable
+from serving.processing import Processing
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -28,7 +31,7 @@ def tensorrt_unavailable_reason() -> str | None:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, onnx_bytes: bytes, input_size: int, max_batch: int = 256) -> None:
+    def __init__(self, onnx_bytes: bytes, processing: Processing, max_batch: int = 256) -> None:
         reason = tensorrt_unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
@@ -45,8 +48,10 @@ class TensorRTBackend:
         config = builder.create_builder_config()
         config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
-        name = network.get_input(0).name
-        shape = (3, input_size, input_size)
+        model_input = network.get_input(0)
+        name = model_input.name
+        shape = tuple(model_input.shape)[1:]  # the batch axis is dynamic, the rest fixed by the export
+        self.legacy_processing = processing if model_input.dtype == trt.float32 else None
         profile.set_shape(name, (1, *shape), (min(32, max_batch), *shape), (max_batch, *shape))
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
@@ -62,9 +67,13 @@ class TensorRTBackend:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         torch = self.torch
+        if self.legacy_processing is not None:
+            pixels = self.legacy_processing.normalize(pixels)
+        else:
+            pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         outs = []
         for i in range(0, len(pixels), self.max_batch):
-            x = torch.from_numpy(np.ascontiguousarray(pixels[i : i + self.max_batch], dtype=np.float32)).cuda()
+            x = torch.from_numpy(pixels[i : i + self.max_batch]).cuda()
             self.context.set_input_shape(self.input_name, tuple(x.shape))
             out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
             self.context.set_tensor_address(self.input_name, x.data_ptr())
