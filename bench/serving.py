@@ -86,22 +86,30 @@ def _predict_until(backend, batch: np.ndarray, deadline: float) -> int:
     return done
 
 
-def bench_raw_pipeline(backend, processing: Processing, jpegs: list[bytes], batch_size: int, seconds: float) -> float:
-    """What one process does per frame without Serve: decode, resize, quality features and the
-    backend, in batches of `batch_size`. Separates Serve's own overhead from the preprocessing cost
-    that the backend-only figure leaves out."""
+def bench_raw_pipeline(backends: list, processing: Processing, jpegs: list[bytes], batch_size: int, seconds: float) -> float:
+    """What the machine does without Serve: decode, resize, quality features and the backend, in
+    batches of `batch_size`, one loop per backend instance (the raw layout), each on a thread of its
+    own. Separates Serve's own overhead from the preprocessing cost the backend-only figure leaves out."""
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(backends)) as pool:
+        done = sum(pool.map(_pipeline_until, backends, [processing] * len(backends), [jpegs] * len(backends),
+                            [batch_size] * len(backends), [deadline] * len(backends)))
+    return done / (time.perf_counter() - started)
+
+
+def _pipeline_until(backend, processing: Processing, jpegs: list[bytes], batch_size: int, deadline: float) -> int:
     from serving.decode import decode_frame
     from serving.quality import quality_features_batch
 
-    n, i, started = 0, 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        chunk = [jpegs[(i + j) % len(jpegs)] for j in range(batch_size)]
-        i += batch_size
+    done = 0
+    while time.perf_counter() < deadline:
+        chunk = [jpegs[(done + j) % len(jpegs)] for j in range(batch_size)]
         pixels = np.stack([processing.resize(decode_frame(data).pixels) for data in chunk])
         quality_features_batch(pixels)
         processing.decide(backend.predict(pixels))
-        n += batch_size
-    return n / (time.perf_counter() - started)
+        done += batch_size
+    return done
 
 
 def _cpu_seconds_by_role(bench_pid: int) -> dict[str, float]:
@@ -238,7 +246,7 @@ def main() -> None:
                 best = max(best, (ips, bs, (replicas, threads)))
         raw_before, best_bs, (replicas, threads) = best
         backends = [make_backend(backend_name, manifest, files, threads=threads) for _ in range(replicas)]
-        pipeline = bench_raw_pipeline(backends[0], processing, jpegs, best_bs, args.raw_seconds)
+        pipeline = bench_raw_pipeline(backends, processing, jpegs, best_bs, args.raw_seconds)
         load_raw = os.getloadavg()[0]
 
         from infra.postgres_server import free_port
@@ -250,7 +258,7 @@ def main() -> None:
         (work / "ray").mkdir()
         start_ray(temp_dir=str(work / "ray"))
         try:
-            max_bs = args.max_batch_size or max(best_bs, args.frames_per_request)
+            max_bs = args.max_batch_size or best_bs  # the classifier splits bigger requests into batches of this
             run_app(config, "127.0.0.1", port, preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
                     classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
                     batch={"max_batch_size": max_bs, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
@@ -270,7 +278,7 @@ def main() -> None:
               f"{replicas} classifier replica(s) x {threads} thread(s), max batch {max_bs}, wait {args.batch_wait_ms} ms, "
               f"{errors} errors)")
         print(f"served/raw ratio: {served / best_raw:.2f}")
-        print(f"raw pipeline (decode + resize + quality + model in one process, batch {best_bs}): "
+        print(f"raw pipeline (decode + resize + quality + model, no Serve, {replicas}x{threads}, batch {best_bs}): "
               f"{pipeline:9.1f} images/s; served/raw-pipeline ratio: {served / pipeline:.2f}")
         served_images = served * args.duration
         if served_images:

@@ -12,6 +12,7 @@ makes it fail with a clear message instead.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -65,8 +66,6 @@ def run_app(config: ServingConfig, host: str, port: int, **app_options):
 def classifier_cpus(classifier_replicas: int, preprocessor_replicas: int, preprocessor_cpus: float = 0.5) -> float:
     """Ray CPUs per classifier replica (placement only, not a limit): at most one, and few enough that
     every replica fits on this machine when it is the whole cluster."""
-    import os
-
     cpus = os.cpu_count() or 1
     return max(0.1, min(1.0, (cpus - preprocessor_cpus * preprocessor_replicas) / classifier_replicas))
 
