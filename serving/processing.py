@@ -48,8 +48,8 @@ class Processing:
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> float32 NCHW, scaled to 0..1 then standardised per channel.
 
-        Models exported since the normalisation moved into the graph never need this; it feeds ONNX
-        exports from before that (float32 NCHW input), and is the reference PixelInput is tested on."""
+        Current exports normalise in their own graph (serving.model.PixelInput) and never need this.
+        It feeds older exports that take float32 NCHW, and is the reference PixelInput is tested on."""
         if batch.ndim == 3:
             batch = batch[None]
         x = batch.astype(np.float32) * (1.0 / 255.0)
