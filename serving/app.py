@@ -214,10 +214,11 @@ class Preprocessor:
         except Exception as exc:  # the store itself is down: the whole request is worth retrying
             raise StoreUnavailable(f"object store unavailable: {exc}") from exc
 
-    def _prepare(self, object_keys: list[str], processing: Processing) -> tuple[list, list[dict]]:
-        """A request's frames -> per frame (resized pixels, timings) or the rejection reason, plus the
-        quality features of the accepted ones. One call per request, not one per frame: on a few cores
-        the per-frame hand-offs between threads cost more than the decoding."""
+    def _prepare(self, object_keys: list[str], processing: Processing) -> tuple[list, np.ndarray | None, list[dict]]:
+        """A request's frames -> per frame its timings or the rejection reason, the accepted frames'
+        pixels as one uint8 NHWC batch (None when none is accepted) and their quality features. One
+        call per request, not one per frame: on a few cores the per-frame hand-offs between threads
+        cost more than the decoding."""
         t0 = time.perf_counter()
         if isinstance(self.store, LocalStore):
             blobs = [self._fetch(k) for k in object_keys]
@@ -225,6 +226,7 @@ class Preprocessor:
             blobs = list(self.io_pool.map(self._fetch, object_keys))
         fetch_ms = round((time.perf_counter() - t0) * 1000 / max(1, len(object_keys)), 2)
         prepared: list = []
+        resized: list[np.ndarray] = []
         for data in blobs:
             if isinstance(data, str):
                 prepared.append(data)
@@ -235,11 +237,12 @@ class Preprocessor:
             except FrameRejected as exc:
                 prepared.append(str(exc))
                 continue
-            pixels = processing.resize(frame.pixels)
-            prepared.append((pixels, {"fetch_ms": fetch_ms, "preprocess_ms": round((time.perf_counter() - t1) * 1000, 2)}))
-        accepted = [p[0] for p in prepared if not isinstance(p, str)]
-        qualities = quality_features_batch(np.stack(accepted)) if accepted else []
-        return prepared, qualities
+            resized.append(processing.resize(frame.pixels))
+            prepared.append({"fetch_ms": fetch_ms, "preprocess_ms": round((time.perf_counter() - t1) * 1000, 2)})
+        if not resized:
+            return prepared, None, []
+        pixels = np.stack(resized)
+        return prepared, pixels, quality_features_batch(pixels)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -270,7 +273,7 @@ class Preprocessor:
 
         loop = asyncio.get_running_loop()
         try:
-            prepared, qualities = await loop.run_in_executor(
+            prepared, pixels, qualities = await loop.run_in_executor(
                 self.pool, self._prepare, [f.object_key for f in request.frames], processing)
         except StoreUnavailable as exc:
             return _error(503, "store_unavailable", str(exc))
@@ -284,15 +287,14 @@ class Preprocessor:
                 accepted.append((frame, result))
         predictions: list[dict] = []
         infer_ms, batch_frames = 0.0, 0
-        if accepted:
-            pixels = np.stack([r[0] for _, r in accepted])
+        if pixels is not None:
             try:
                 out = await self.classifier.classify.remote(info["version"], pixels)
             except Exception as exc:
                 log.exception("classify failed", version=info["version"])
                 return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
             infer_ms, batch_frames = out["infer_ms"], out["batch_frames"]
-            for (frame, (_, timings)), quality, (label, confidence, probs) in zip(accepted, qualities, out["decisions"]):
+            for (frame, timings), quality, (label, confidence, probs) in zip(accepted, qualities, out["decisions"]):
                 predictions.append({"frame_id": frame.frame_id, "label": label, "confidence": confidence,
                                     "probabilities": probs, "quality": quality,
                                     "timings": {**timings, "infer_ms": round(infer_ms, 2)}})

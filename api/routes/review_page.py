@@ -58,6 +58,18 @@ async def _principal(request: Request, pool) -> Principal | None:
     return principal
 
 
+async def _form_principal(request: Request, pool, csrf: str) -> Principal | RedirectResponse:
+    """The signed-in reviewer posting a page form, or where to send them instead (sign-in, or back to
+    the page with a message when the form's CSRF token is stale)."""
+    principal = await _principal(request, pool)
+    if principal is None:
+        return _see_other("/review/sign-in")
+    if not _csrf_ok(request, csrf):
+        _flash(request, "The form expired; try again.", "error")
+        return _see_other("/review")
+    return principal
+
+
 def _flash(request: Request, message: str, kind: str = "info") -> None:
     """A message for the next page; one already waiting is kept in front of it."""
     waiting = request.session.get("flash")
@@ -161,12 +173,9 @@ async def _claim_next(request: Request, pool, temporal, principal: Principal) ->
 @router.post("/next")
 async def next_task(request: Request, pool: DbDep, temporal: TemporalDep, csrf: Annotated[str, Form()]):
     """Skip the task in hand (released back to the queue) and claim the next one."""
-    principal = await _principal(request, pool)
-    if principal is None:
-        return _see_other("/review/sign-in")
-    if not _csrf_ok(request, csrf):
-        _flash(request, "The form expired; try again.", "error")
-        return _see_other("/review")
+    principal = await _form_principal(request, pool, csrf)
+    if isinstance(principal, RedirectResponse):
+        return principal
     current = request.session.get("current")
     if current:
         try:
@@ -182,12 +191,9 @@ async def next_task(request: Request, pool: DbDep, temporal: TemporalDep, csrf: 
 @router.post("/decision")
 async def decide(request: Request, pool: DbDep, temporal: TemporalDep, review_id: Annotated[str, Form()],
                  label: Annotated[str, Form()], csrf: Annotated[str, Form()], note: Annotated[str, Form()] = ""):
-    principal = await _principal(request, pool)
-    if principal is None:
-        return _see_other("/review/sign-in")
-    if not _csrf_ok(request, csrf):
-        _flash(request, "The form expired; try again.", "error")
-        return _see_other("/review")
+    principal = await _form_principal(request, pool, csrf)
+    if isinstance(principal, RedirectResponse):
+        return principal
     try:
         view = await review_queue.decide(pool, temporal, review_id, principal, label, note or None)
     except ReviewRefused as refused:
