@@ -7,6 +7,7 @@ COPY infra infra
 COPY workflows workflows
 COPY activities activities
 COPY workers workers
+COPY vision vision
 COPY serving serving
 COPY api api
 RUN pip install --no-cache-dir -c requirements.lock . && useradd --create-home sightline

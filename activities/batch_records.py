@@ -13,7 +13,7 @@ from temporalio import activity
 
 from infra.log import get_logger
 from infra.store import ObjectNotFoundError, ObjectStore, sha256_hex
-from serving.decode import FrameRejected, decode_frame
+from vision.decode import FrameRejected, decode_frame
 from workflows.batch_types import (
     CompleteBatchInput,
     FrameOutcome,

@@ -18,7 +18,7 @@ console = Console(width=None if Console().is_terminal else 160)
 
 def _generated_frames(camera_id: str, count: int, seed: int) -> tuple[list[tuple[str, bytes, str]], dict[str, str]]:
     """JPEG files from the generated inspection-line camera, and the true label of each."""
-    from serving.camera import NORMAL, generate_frames
+    from vision.camera import NORMAL, generate_frames
 
     frames = generate_frames(camera_id, count, seed, NORMAL)
     files = [(f"frame-{i:03d}.jpg", f.jpeg(), "image/jpeg") for i, f in enumerate(frames)]

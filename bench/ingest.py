@@ -34,10 +34,10 @@ from infra.settings import get_settings  # noqa: E402
 from infra.stack_urls import database_url  # noqa: E402
 from infra.store import store_from_settings  # noqa: E402
 from infra.temporal import connect  # noqa: E402
-from serving.artifacts import load_verified  # noqa: E402
+from vision.artifacts import load_verified  # noqa: E402
 from serving.backends.base import make_backend, required_files  # noqa: E402
-from serving.camera import NORMAL, generate_frames  # noqa: E402
-from serving.registry import ModelRegistry  # noqa: E402
+from vision.camera import NORMAL, generate_frames  # noqa: E402
+from vision.registry import ModelRegistry  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

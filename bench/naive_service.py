@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from infra.settings import get_settings  # noqa: E402
 from infra.stack_urls import database_url  # noqa: E402
 from infra.store import store_from_settings  # noqa: E402
-from serving.artifacts import load_verified  # noqa: E402
+from vision.artifacts import load_verified  # noqa: E402
 from serving.backends.base import make_backend, required_files  # noqa: E402
-from serving.decode import FrameRejected, decode_frame  # noqa: E402
-from serving.registry import ModelRegistry  # noqa: E402
+from vision.decode import FrameRejected, decode_frame  # noqa: E402
+from vision.registry import ModelRegistry  # noqa: E402
 
 
 def build_app() -> FastAPI:

@@ -38,18 +38,18 @@ from infra.db import apply_migrations
 from infra.settings import Settings
 from infra.store import LocalStore, put_frame
 from serving.app import ServingConfig
-from serving.artifacts import load_verified
+from vision.artifacts import load_verified
 from serving.backends.base import (
     BackendUnavailable,
     default_backend,
     make_backend,
     required_files,
 )
-from serving.camera import CLASSES, generate_frames
-from serving.model import build_model
-from serving.processing import Processing
-from serving.registry import ModelRegistry
-from serving.training import TrainingResult
+from vision.camera import CLASSES, generate_frames
+from vision.model import build_model
+from vision.processing import Processing
+from vision.registry import ModelRegistry
+from vision.training import TrainingResult
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,8 +99,8 @@ def bench_raw_pipeline(backends: list, processing: Processing, jpegs: list[bytes
 
 
 def _pipeline_until(backend, processing: Processing, jpegs: list[bytes], batch_size: int, deadline: float) -> int:
-    from serving.decode import decode_frame
-    from serving.quality import quality_features_batch
+    from vision.decode import decode_frame
+    from vision.quality import quality_features_batch
 
     done = 0
     while time.perf_counter() < deadline:
@@ -220,7 +220,7 @@ def main() -> None:
         store = LocalStore(work / "objects")
         registry = ModelRegistry(db_url)
         processing = Processing(classes=CLASSES, input_size=args.input_size)
-        from serving.publishing import register_trained
+        from vision.publishing import register_trained
 
         model = build_model(args.architecture, len(CLASSES)).eval()
         result = TrainingResult(model, processing, args.architecture, {"note": "untrained, for benchmarking"}, "bench", {})

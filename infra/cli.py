@@ -58,8 +58,8 @@ def status() -> None:
 _MOUNTS = [
     ("infra.keys_cli", "keys_app", "keys"),
     ("infra.webhooks_cli", "webhooks_app", "webhooks"),
-    ("serving.cli", "model_app", "model"),
-    ("serving.cli", "camera_command", "camera"),
+    ("vision.cli", "model_app", "model"),
+    ("vision.cli", "camera_command", "camera"),
     ("api.demo", "demo_command", "demo"),
 ]
 

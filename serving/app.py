@@ -2,7 +2,7 @@
 `bind()` in front of a classifier deployment that batches frames across requests with `@serve.batch`.
 
 Request path: POST /v1/classify with object keys -> Preprocessor fetches each frame from the object
-store, decodes and validates it (serving.decode), resizes it and computes quality features; frames it
+store, decodes and validates it (vision.decode), resizes it and computes quality features; frames it
 cannot use come back as per-frame rejections, never as a failed batch -> Classifier batches the pixels
 of concurrent requests, runs the backend, and answers with the version that produced the numbers.
 """
@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from infra.log import get_logger
 from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError, open_store
-from serving.artifacts import IntegrityError, Manifest, load_verified
+from vision.artifacts import IntegrityError, Manifest, load_verified
 from serving.backends.base import (
     Backend,
     BackendUnavailable,
@@ -31,10 +31,10 @@ from serving.backends.base import (
     make_backend,
     required_files,
 )
-from serving.decode import FrameRejected, decode_frame
-from serving.processing import Processing
-from serving.quality import quality_features_batch
-from serving.registry import ModelNotFound, ModelRegistry
+from vision.decode import FrameRejected, decode_frame
+from vision.processing import Processing
+from vision.quality import quality_features_batch
+from vision.registry import ModelNotFound, ModelRegistry
 from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody
 
 log = get_logger(__name__)

@@ -83,8 +83,8 @@ def stop(shutdown_ray: bool = True) -> None:
 
 def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap: bool) -> str:
     from infra.store import store_from_settings
-    from serving.publishing import bootstrap as bootstrap_model
-    from serving.registry import ModelNotFound, ModelRegistry
+    from vision.publishing import bootstrap as bootstrap_model
+    from vision.registry import ModelNotFound, ModelRegistry
 
     registry = ModelRegistry(config.database_url)
     try:
@@ -93,7 +93,7 @@ def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap
         if not bootstrap:
             raise SystemExit("no model version has the alias 'production': run `sightline model bootstrap` first") from None
     log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)")
-    from serving.training import PROFILES
+    from vision.training import PROFILES
 
     version = bootstrap_model(registry, store_from_settings(settings), PROFILES[settings.bootstrap_profile],
                               progress=lambda p: log.info("training", **p))

@@ -16,8 +16,8 @@ import pytest
 
 from infra.postgres_server import free_port
 from infra.store import LocalStore
-from serving.registry import ModelRegistry
-from serving.training import PROFILES, TrainingResult, train
+from vision.registry import ModelRegistry
+from vision.training import PROFILES, TrainingResult, train
 
 # Small and quick: 64 px inputs, a few hundred frames, a few epochs. Enough to beat chance by far.
 TINY = PROFILES["tiny"]
@@ -57,7 +57,7 @@ def registry(postgres_url) -> ModelRegistry:
 @pytest.fixture(scope="session")
 def production_model(registry, model_store, trained_model):
     """The tiny model registered and made production; returns its ModelVersion."""
-    from serving.publishing import register_trained
+    from vision.publishing import register_trained
 
     if "production" not in _shared:
         version = register_trained(registry, model_store, trained_model, created_by="tests")

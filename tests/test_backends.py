@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from serving.artifacts import ONNX, WEIGHTS, load_verified
+from vision.artifacts import ONNX, WEIGHTS, load_verified
 from serving.backends import BackendUnavailable, make_backend
 from serving.backends.tensorrt import tensorrt_unavailable_reason
-from serving.camera import generate_frames
+from vision.camera import generate_frames
 
 # The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
 pytest_plugins = ["tests.serving_fixtures"]
@@ -43,7 +43,7 @@ def test_the_export_takes_uint8_frames_and_an_older_float_export_still_serves(ar
     import onnxruntime as ort
 
     from serving.backends.onnx import OnnxRuntimeBackend
-    from serving.model import load_model
+    from vision.model import load_model
 
     manifest, files = artifacts
     model_input = ort.InferenceSession(files[ONNX], providers=["CPUExecutionProvider"]).get_inputs()[0]

@@ -7,10 +7,10 @@ import csv
 import pytest
 from typer.testing import CliRunner
 
-from serving.camera import CLASSES, Conditions, generate_frames
-from serving.decode import decode_frame
-from serving.processing import Processing
-from serving.quality import quality_features
+from vision.camera import CLASSES, Conditions, generate_frames
+from vision.decode import decode_frame
+from vision.processing import Processing
+from vision.quality import quality_features
 
 
 def _features(frames):
@@ -63,7 +63,7 @@ def test_invalid_conditions_are_refused(bad):
 def test_camera_command_writes_decodable_jpegs_and_labels(tmp_path):
     import typer
 
-    from serving.cli import camera_command
+    from vision.cli import camera_command
 
     app = typer.Typer()
     app.command("camera")(camera_command)

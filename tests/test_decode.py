@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.camera import generate_frames
-from serving.decode import FrameRejected, _decode_with_pillow, decode_frame
+from vision.camera import generate_frames
+from vision.decode import FrameRejected, _decode_with_pillow, decode_frame
 from tests.frames import NOT_AN_IMAGE, truncated_jpeg
 
 

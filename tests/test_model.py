@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from serving.artifacts import (
+from vision.artifacts import (
     MANIFEST,
     ONNX,
     WEIGHTS,
@@ -16,11 +16,11 @@ from serving.artifacts import (
     Manifest,
     load_verified,
 )
-from serving.camera import CLASSES, generate_frames
-from serving.model import PixelInput
-from serving.processing import Processing
-from serving.registry import ModelNotFound
-from serving.training import evaluate, frames_to_arrays
+from vision.camera import CLASSES, generate_frames
+from vision.model import PixelInput
+from vision.processing import Processing
+from vision.registry import ModelNotFound
+from vision.training import evaluate, frames_to_arrays
 
 # The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
 pytest_plugins = ["tests.serving_fixtures"]
@@ -109,7 +109,7 @@ def test_a_tampered_manifest_is_refused(model_store, production_model):
 
 
 def test_aliases_move_and_every_change_is_in_the_history(registry, model_store, trained_model, production_model):
-    from serving.publishing import register_trained
+    from vision.publishing import register_trained
 
     child = register_trained(registry, model_store, trained_model, parent_version=production_model.version, created_by="tests")
     assert child.parent_version == production_model.version and child.number > production_model.number

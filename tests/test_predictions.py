@@ -16,7 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.inference import InferenceActivities
 from activities.predictions import PredictionActivities
 from infra.store import put_frame, sha256_hex
-from serving.camera import generate_frames
+from vision.camera import generate_frames
 from serving.client import ServingClient
 from workflows.batch_types import FrameRef, make_frame_id
 from workflows.inference_types import (

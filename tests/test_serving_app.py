@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from infra.store import put_frame
-from serving.camera import generate_frames
+from vision.camera import generate_frames
 from serving.client import ServingClient, ServingError
 from tests.conftest import wait_until
 
@@ -103,7 +103,7 @@ def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, 
 
 async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(serving_url, registry, model_store,
                                                                                trained_model, production_model):
-    from serving.publishing import register_trained
+    from vision.publishing import register_trained
 
     second = register_trained(registry, model_store, trained_model, parent_version=production_model.version, created_by="tests")
     keys = _put(model_store, generate_frames("multi-line", 4, seed=25))
@@ -125,8 +125,8 @@ async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(se
 
 async def test_serving_refuses_a_version_whose_files_were_tampered_with(serving_url, registry, model_store,
                                                                         trained_model, production_model):
-    from serving.artifacts import ONNX, Manifest
-    from serving.publishing import register_trained
+    from vision.artifacts import ONNX, Manifest
+    from vision.publishing import register_trained
 
     version = register_trained(registry, model_store, trained_model, created_by="tests")
     entry = Manifest.from_json(model_store.get(version.manifest_key)).files[ONNX]

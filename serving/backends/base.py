@@ -2,7 +2,7 @@
 
 A backend is built from a verified artifact set (manifest + file bytes) and does one thing:
 `predict(uint8 NHWC pixels) -> float32 logits`. The model normalises in its own graph
-(serving.model.PixelInput); resizing and post-processing stay outside, in serving.processing, so every
+(vision.model.PixelInput); resizing and post-processing stay outside, in vision.processing, so every
 backend sees the same pixels and reports the same class order.
 """
 
@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from serving.artifacts import ONNX, WEIGHTS, Manifest
+from vision.artifacts import ONNX, WEIGHTS, Manifest
 
 BACKENDS = ("onnxruntime", "torch-cuda", "torch-cpu", "tensorrt")
 

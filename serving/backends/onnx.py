@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from serving.processing import Processing
+from vision.processing import Processing
 
 
 class OnnxRuntimeBackend:

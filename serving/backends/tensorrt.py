@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from serving.backends.base import BackendUnavailable
-from serving.processing import Processing
+from vision.processing import Processing
 
 
 def tensorrt_unavailable_reason() -> str | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from serving.artifacts import Manifest
+from vision.artifacts import Manifest
 from serving.backends.base import BackendUnavailable
-from serving.model import load_model, serving_model
+from vision.model import load_model, serving_model
 
 
 class TorchBackend:

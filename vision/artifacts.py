@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from infra.store import ObjectNotFoundError, ObjectStore, sha256_hex
-from serving.processing import Processing
+from vision.processing import Processing
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"

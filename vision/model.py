@@ -14,7 +14,7 @@ import io
 import torch
 import torchvision
 
-from serving.processing import Processing
+from vision.processing import Processing
 
 ARCHITECTURES = ("mobilenet_v3_small", "resnet18")
 DEFAULT_ARCHITECTURE = "mobilenet_v3_small"

@@ -31,7 +31,7 @@ class Processing:
     def resize(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """RGB frame (uint8 HWC array or PIL image) -> uint8 HWC array at the model's input size.
 
-        Kept as uint8: the model normalises inside its own graph (serving.model.PixelInput), and uint8
+        Kept as uint8: the model normalises inside its own graph (vision.model.PixelInput), and uint8
         is four times less to move between the Serve replicas, or to a GPU, than float32. OpenCV
         resizes at about a quarter of Pillow's cost; area averaging when shrinking by 2x or more,
         where bilinear would alias, bilinear otherwise."""
@@ -48,7 +48,7 @@ class Processing:
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> float32 NCHW, scaled to 0..1 then standardised per channel.
 
-        Current exports normalise in their own graph (serving.model.PixelInput) and never need this.
+        Current exports normalise in their own graph (vision.model.PixelInput) and never need this.
         It feeds older exports that take float32 NCHW, and is the reference PixelInput is tested on."""
         if batch.ndim == 3:
             batch = batch[None]

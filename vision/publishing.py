@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infra.store import ObjectStore
-from serving.artifacts import ONNX, WEIGHTS, publish
-from serving.model import export_onnx, weights_bytes
-from serving.registry import ModelRegistry, ModelVersion
-from serving.training import TrainingConfig, TrainingResult, train
+from vision.artifacts import ONNX, WEIGHTS, publish
+from vision.model import export_onnx, weights_bytes
+from vision.registry import ModelRegistry, ModelVersion
+from vision.training import TrainingConfig, TrainingResult, train
 
 
 def register_trained(registry: ModelRegistry, store: ObjectStore, result: TrainingResult,

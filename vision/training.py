@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from serving.camera import CLASSES, NORMAL, Conditions, GeneratedFrame, generate_frames
-from serving.model import DEFAULT_ARCHITECTURE, PixelInput, build_model
-from serving.processing import Processing
+from vision.camera import CLASSES, NORMAL, Conditions, GeneratedFrame, generate_frames
+from vision.model import DEFAULT_ARCHITECTURE, PixelInput, build_model
+from vision.processing import Processing
 
 
 @dataclass

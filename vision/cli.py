@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from serving.camera import CLASSES, Conditions, generate_frames, write_frames
+from vision.camera import CLASSES, Conditions, generate_frames, write_frames
 
 console = Console()
 model_app = typer.Typer(help="The model registry: train the first version, list versions, move aliases.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def _registry_and_store():
     from infra.settings import get_settings
     from infra.stack_urls import database_url
     from infra.store import store_from_settings
-    from serving.registry import ModelRegistry
+    from vision.registry import ModelRegistry
 
     settings = get_settings()
     url = database_url(settings)
@@ -68,8 +68,8 @@ def bootstrap_command(
     promote: bool = typer.Option(True, help="make it production when no production model exists"),
 ) -> None:
     """Train a model on generated frames on the CPU, register it, and report held-out accuracy."""
-    from serving.publishing import bootstrap
-    from serving.training import TrainingConfig
+    from vision.publishing import bootstrap
+    from vision.training import TrainingConfig
 
     registry, store = _registry_and_store()
     config = TrainingConfig(architecture=architecture, input_size=input_size, epochs=epochs, train_frames=train_frames,
@@ -107,7 +107,7 @@ def promote_command(
     """Point an alias at a version; the change is recorded in the alias history."""
     import getpass
 
-    from serving.registry import ModelNotFound
+    from vision.registry import ModelNotFound
 
     registry, _ = _registry_and_store()
     try:
