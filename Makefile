@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test up down status bench-serving bench-ingest clean browser
+.PHONY: demo test lint up down status bench-serving bench-ingest clean browser
 
 # The venv is rebuilt only when the dependencies change; a re-run costs a few seconds.
 $(STAMP): pyproject.toml requirements.lock
@@ -29,7 +29,12 @@ demo: $(STAMP)
 	else $(BIN)/sightline down; echo "(the history stays in .sightline/: 'make up' brings the UI back to that link)"; fi; \
 	exit $$status
 
-test: $(STAMP) browser
+# The gate before the suite: lint (with import sorting) and types over the whole tree.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 up: $(STAMP)

@@ -4,11 +4,11 @@ frame). Runs on the `inference` task queue so serving capacity is scaled apart f
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from infra.log import get_logger
 from serving.client import ServingClient, ServingError
 from workflows.batch_types import FrameOutcome
+from workflows.failures import ServingFailure
 from workflows.inference_types import (
     ClassifyFramesInput,
     ClassifyFramesResult,
@@ -35,9 +35,10 @@ class InferenceActivities:
         except ServingError as exc:
             # Unreachable/overloaded/5xx: Temporal retries with backoff. Bad input (4xx): retrying cannot
             # help, so fail the activity at once with the service's reason.
-            log.warning("classification failed", batch_id=input.batch_id, retryable=exc.retryable, status=exc.status, error=str(exc))
-            raise ApplicationError(str(exc), type=f"Serving{'Unavailable' if exc.retryable else 'Rejected'}",
-                                   non_retryable=not exc.retryable) from exc
+            log.warning("classification failed", batch_id=input.batch_id, retryable=exc.retryable, status=exc.status,
+                        error=str(exc))
+            failure = ServingFailure.UNAVAILABLE if exc.retryable else ServingFailure.REJECTED
+            raise failure.error(str(exc)) from exc
         version = response.model_version
         predictions = [
             FramePrediction(frame_id=p.frame_id, label=p.label, confidence=round(p.confidence, 4),

@@ -11,11 +11,12 @@ import time
 from datetime import timedelta
 
 import httpx
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from infra.db import DbPool
 from infra.log import get_logger
+from infra.tables import webhook_deliveries
+from infra.tables.webhook_subscriptions import ensure_subscription, get_subscription
 from infra.webhook_signatures import (
     ATTEMPT_HEADER,
     DELIVERY_HEADER,
@@ -25,8 +26,8 @@ from infra.webhook_signatures import (
     encode_body,
     sign,
 )
-from infra.webhook_subscriptions import ensure_subscription, get_subscription
 from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput
+from workflows.failures import WebhookFailure
 
 log = get_logger(__name__)
 
@@ -44,7 +45,7 @@ def _retry_after(response: httpx.Response) -> timedelta | None:
 
 
 class WebhookActivities:
-    def __init__(self, pool: AsyncConnectionPool, http: httpx.AsyncClient) -> None:
+    def __init__(self, pool: DbPool, http: httpx.AsyncClient) -> None:
         self.pool = pool
         self.http = http
 
@@ -55,7 +56,7 @@ class WebhookActivities:
             async with self.pool.connection() as conn:
                 subscription, created = await ensure_subscription(conn, input.url)
         except ValueError as exc:
-            raise ApplicationError(str(exc), type="InvalidWebhookUrl", non_retryable=True) from None
+            raise WebhookFailure.INVALID_URL.error(str(exc)) from None
         if created:
             log.info("webhook subscription created", subscription_id=subscription.subscription_id, url=input.url)
         return subscription.subscription_id
@@ -63,18 +64,9 @@ class WebhookActivities:
     async def _log_attempt(self, input: DeliverWebhookInput, url: str, attempt: int, status_code: int | None,
                            error: str | None, duration_ms: float) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(
-                """
-                INSERT INTO webhook_deliveries
-                       (delivery_id, attempt, subscription_id, event, url, workflow_id, status_code, error, duration_ms)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (delivery_id, attempt) DO UPDATE
-                   SET status_code = EXCLUDED.status_code, error = EXCLUDED.error,
-                       duration_ms = EXCLUDED.duration_ms, at = now()
-                """,
-                (input.delivery_id, attempt, input.subscription_id, input.event, url,
-                 activity.info().workflow_id, status_code, error, duration_ms),
-            )
+            await webhook_deliveries.record(conn, webhook_deliveries.Attempt(
+                input.delivery_id, attempt, input.subscription_id, input.event, url, activity.info().workflow_id,
+                status_code, error, duration_ms))
 
     @activity.defn
     async def deliver_webhook(self, input: DeliverWebhookInput) -> DeliveryResult:
@@ -82,11 +74,10 @@ class WebhookActivities:
         async with self.pool.connection() as conn:
             subscription = await get_subscription(conn, input.subscription_id)
         if subscription is None:
-            raise ApplicationError(f"no webhook subscription {input.subscription_id!r}",
-                                   type="WebhookSubscriptionMissing", non_retryable=True)
+            raise WebhookFailure.SUBSCRIPTION_MISSING.error(f"no webhook subscription {input.subscription_id!r}")
         if subscription.disabled_at is not None:
-            raise ApplicationError(f"webhook subscription {input.subscription_id} is disabled",
-                                   type="WebhookSubscriptionDisabled", non_retryable=True)
+            raise WebhookFailure.SUBSCRIPTION_DISABLED.error(
+                f"webhook subscription {input.subscription_id} is disabled")
 
         timestamp = int(time.time())
         body = encode_body(input.delivery_id, input.event, timestamp, input.payload)
@@ -110,20 +101,20 @@ class WebhookActivities:
             error = f"{type(exc).__name__}: {exc}".strip()
             await self._log_attempt(input, subscription.url, attempt, None, error, duration_ms)
             log.warning("webhook attempt failed", delivery_id=input.delivery_id, error=error)
-            raise ApplicationError(f"webhook {subscription.url} unreachable: {error}", type="WebhookUnreachable") from None
+            raise WebhookFailure.UNREACHABLE.error(f"webhook {subscription.url} unreachable: {error}") from None
         duration_ms = (time.perf_counter() - started) * 1000
         code = response.status_code
 
         if 200 <= code < 300:
             await self._log_attempt(input, subscription.url, attempt, code, None, duration_ms)
-            log.info("webhook delivered", delivery_id=input.delivery_id, status_code=code, duration_ms=round(duration_ms, 1))
+            log.info("webhook delivered", delivery_id=input.delivery_id, status_code=code,
+                     duration_ms=round(duration_ms, 1))
             return DeliveryResult(input.delivery_id, input.subscription_id, attempt, code, duration_ms)
 
         error = f"HTTP {code}: {response.text[:500]}".strip()
         await self._log_attempt(input, subscription.url, attempt, code, error, duration_ms)
         log.warning("webhook attempt rejected", delivery_id=input.delivery_id, status_code=code)
         if 400 <= code < 500 and code not in _RETRYABLE_4XX:
-            raise ApplicationError(f"webhook {subscription.url} rejected the delivery: {error}",
-                                   type="WebhookRejected", non_retryable=True)
-        raise ApplicationError(f"webhook {subscription.url} answered {error}", type="WebhookHttpError",
-                               next_retry_delay=_retry_after(response))
+            raise WebhookFailure.REJECTED.error(f"webhook {subscription.url} rejected the delivery: {error}")
+        raise WebhookFailure.HTTP_ERROR.error(f"webhook {subscription.url} answered {error}",
+                                              next_retry_delay=_retry_after(response))

@@ -3,24 +3,28 @@ workflow, when). The table itself rejects UPDATE, DELETE and TRUNCATE (migration
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 
-from infra.api_keys import Principal
-from infra.audit_log import append_audit
+from infra.db import DbConnection
+from infra.tables.api_keys import Principal
+from infra.tables.audit_log import append_audit
 
 
 async def record_audit(
-    conn,
+    conn: DbConnection,
     principal: Principal | None,
     action: str,
     resource: str,
     workflow_id: str | None = None,
-    details: dict | None = None,
+    details: Mapping[str, Any] | None = None,
     *,
     request_id: str | None = None,
 ) -> int:
-    """Append one audit row and return its id. `conn` is a connection or a pool. The request id
-    defaults to the one bound in structlog's context vars (api.request_ids binds it per request)."""
+    """Append one audit row and return its id. The request id defaults to the one bound in structlog's
+    context vars (api.request_ids binds it per request)."""
     if request_id is None:
         request_id = structlog.contextvars.get_contextvars().get("request_id")
     return await append_audit(

@@ -22,7 +22,7 @@ def _generated_frames(camera_id: str, count: int, seed: int) -> tuple[list[tuple
 
     frames = generate_frames(camera_id, count, seed, NORMAL)
     files = [(f"frame-{i:03d}.jpg", f.jpeg(), "image/jpeg") for i, f in enumerate(frames)]
-    return files, {name: f.label for (name, _, _), f in zip(files, frames)}
+    return files, {name: f.label for (name, _, _), f in zip(files, frames, strict=True)}
 
 
 def _demo_key(settings) -> str:
@@ -32,8 +32,8 @@ def _demo_key(settings) -> str:
     import psycopg
     from psycopg.rows import dict_row
 
-    from infra.api_keys import create_key
     from infra.stack_urls import database_url
+    from infra.tables.api_keys import create_key
 
     async def create() -> str:
         async with await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True,

@@ -3,12 +3,14 @@ in the lifespan and reached by routes through the dependencies in api.deps."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from temporalio.client import Client
 
 from api import metrics
 from api.request_ids import RequestIdMiddleware
@@ -19,19 +21,23 @@ from infra.secret_key import secret_key
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
-from infra.temporal import connect
+from infra.temporal import connect, ensure_search_attributes
+from workflows import search_attributes as sa
 
 
-def create_app(settings: Settings | None = None, *, temporal_client=None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, temporal_client: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
+    secret = secret_key(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url(settings)
         apply_migrations(url)
         app.state.settings = settings
         app.state.store = store_from_settings(settings)
         app.state.temporal = temporal_client or await connect(settings.temporal_address, settings.temporal_namespace)
+        # Batches start with search attributes; register them here too, whoever started first.
+        await ensure_search_attributes(app.state.temporal, settings.temporal_namespace, sa.ALL)
         async with open_pool(url) as pool:
             app.state.pool = pool
             yield
@@ -51,7 +57,7 @@ def create_app(settings: Settings | None = None, *, temporal_client=None) -> Fas
     app.include_router(frames.router)
     app.include_router(cameras.router)
     # The reviewer page signs in with an API key kept in this signed, HttpOnly, SameSite=Lax cookie.
-    app.add_middleware(SessionMiddleware, secret_key=secret_key(settings), session_cookie="sightline_session",
+    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="sightline_session",
                        same_site="lax", max_age=12 * 3600)
     app.include_router(reviews.router)
     app.include_router(review_page.router)

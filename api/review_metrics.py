@@ -3,13 +3,18 @@ escalated. Computed from the review projection in Postgres; exported as JSON and
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.metrics import REGISTRY
+from infra.db import DbPool
+from infra.tables import review_tasks
+from workflows.review_types import ReviewStatus, ReviewTaskView
 
 REVIEW_LATENCY = Histogram(
     "sightline_review_latency_seconds", "review task creation to final decision, observed by the API",
@@ -17,41 +22,18 @@ REVIEW_LATENCY = Histogram(
 )
 
 
-async def review_metrics(pool, window_hours: float = 24.0) -> dict:
+async def review_metrics(pool: DbPool, window_hours: float = 24.0) -> dict[str, Any]:
     """Open tasks now, and the tasks decided within the window."""
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            """
-            SELECT count(*) FILTER (WHERE status = 'pending' OR claim_expires_at < now()) AS pending,
-                   count(*) FILTER (WHERE status = 'claimed' AND claim_expires_at >= now()) AS claimed,
-                   count(*) FILTER (WHERE escalated) AS escalated,
-                   min(created_at) AS oldest_created_at
-              FROM review_tasks WHERE status <> 'decided'
-            """
-        )
-        open_ = await cur.fetchone()
-        cur = await conn.execute(
-            """
-            SELECT count(*) AS decided,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - created_at)) AS p50,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - created_at)) AS p95,
-                   count(*) FILTER (WHERE final_label <> 'unusable') AS labelled,
-                   count(*) FILTER (WHERE corrected) AS corrected,
-                   count(*) FILTER (WHERE final_label = 'unusable') AS unusable,
-                   count(*) FILTER (WHERE escalated) AS escalated
-              FROM review_tasks
-             WHERE status = 'decided' AND decided_at >= now() - make_interval(secs => %s)
-            """,
-            (window_hours * 3600,),
-        )
-        done = await cur.fetchone()
+        open_ = await review_tasks.open_counts(conn)
+        done = await review_tasks.decided_stats(conn, window_hours)
     oldest = open_["oldest_created_at"]
     metrics = {
         "window_hours": window_hours,
         "pending": open_["pending"],
         "claimed": open_["claimed"],
         "escalated": open_["escalated"],
-        "oldest_pending_age_seconds": (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else None,
+        "oldest_pending_age_seconds": (datetime.now(UTC) - oldest).total_seconds() if oldest else None,
         "decided": done["decided"],
         "latency_p50_seconds": done["p50"],
         "latency_p95_seconds": done["p95"],
@@ -70,9 +52,9 @@ class _ReviewCollector(Collector):
     so can `await review_metrics(pool)` anywhere, e.g. in the /metrics handler)."""
 
     def __init__(self) -> None:
-        self.last: dict | None = None
+        self.last: dict[str, Any] | None = None
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         m = self.last
         if m is None:
             return
@@ -96,8 +78,8 @@ _COLLECTOR = _ReviewCollector()
 REGISTRY.register(_COLLECTOR)
 
 
-def observe_decision(view) -> None:
+def observe_decision(view: ReviewTaskView) -> None:
     """Record a task's latency when a decision closed it (called with the decide Update's result)."""
-    if view.status == "decided" and view.decided_at and view.created_at:
+    if view.status == ReviewStatus.DECIDED and view.decided_at and view.created_at:
         latency = datetime.fromisoformat(view.decided_at) - datetime.fromisoformat(view.created_at)
         REVIEW_LATENCY.observe(max(0.0, latency.total_seconds()))

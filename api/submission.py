@@ -1,38 +1,59 @@
-"""Shared by the routes that take frames in: id checks, upload limits, and what a batch runs under."""
+"""Reading a submission off the HTTP request: the two formats of POST /v1/batches (multipart with the
+image files, or JSON naming objects already in the store), a camera's single frame, and the checks
+that answer 4xx with a reason naming the frame before anything is stored or started."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
+from dataclasses import dataclass
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from api.schemas.batches import BatchFromStore
 from infra.settings import Settings
-from infra.webhook_subscriptions import validate_webhook_url
-from workflows.batch_types import ID_PATTERN, RoutingRules
+from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, sha256_hex
+from infra.tables.webhook_subscriptions import validate_webhook_url
+from workflows.batch_types import ID_PATTERN, SubmittedFrame
 
 _ID = re.compile(ID_PATTERN)
 # Declared types that say nothing about the content; the workflow's decoder decides for those.
 _UNTYPED = {"", "application/octet-stream"}
 
 
-def routing_rules(settings: Settings) -> RoutingRules:
-    return RoutingRules(
-        review_below=settings.review_confidence_threshold,
-        qa_sample_rate=settings.qa_sample_rate,
-        alert_at_or_above=settings.alert_confidence_threshold,
-        ok_labels=list(settings.ok_labels),
-        reviews_required=settings.reviews_required,
-    )
+@dataclass
+class Upload:
+    """A frame's bytes as uploaded, not stored yet."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
-def ui_url(settings: Settings, workflow_id: str) -> str:
-    return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+@dataclass
+class Submission:
+    """A batch as the caller asked for it, checked. Exactly one of `uploads` (multipart: bytes to store)
+    and `stored` (JSON: objects already in the store) is set."""
+
+    camera_id: str
+    site_id: str
+    idempotency_key: str
+    webhook_url: str | None
+    uploads: list[Upload] | None = None
+    stored: list[SubmittedFrame] | None = None
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.uploads if self.uploads is not None else self.stored or [])
 
 
-def check_id(name: str, value: str) -> None:
+def check_id(name: str, value: str) -> str:
     if not _ID.match(value):
         raise HTTPException(422, f"{name} {value!r} must be 1-128 characters of letters, digits, '.', '_' or '-'")
+    return value
 
 
 def check_count(count: int, settings: Settings) -> None:
@@ -42,7 +63,16 @@ def check_count(count: int, settings: Settings) -> None:
         raise HTTPException(413, f"{count} frames exceed the limit of {settings.max_frames_per_batch} per batch")
 
 
-async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tuple[UploadFile, bytes]]:
+def check_webhook_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return validate_webhook_url(url)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[Upload]:
     check_count(len(uploads), settings)
     frames = []
     for position, upload in enumerate(uploads):
@@ -56,16 +86,54 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[tu
         data = await upload.read(settings.max_frame_bytes + 1)
         if len(data) > settings.max_frame_bytes:
             raise HTTPException(413, f"frame {position} ({name}) exceeds the limit of {settings.max_frame_bytes} bytes")
-        frames.append((upload, data))
+        frames.append(Upload(upload.filename or "", declared or "application/octet-stream", data))
     return frames
 
 
+def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings) -> list[SubmittedFrame]:
+    check_count(len(body.frames), settings)
+    submitted = []
+    for position, frame in enumerate(body.frames):
+        try:
+            size = store.size(frame.object_key)
+        except InvalidKeyError as exc:
+            raise HTTPException(422, f"frame {position}: {exc}") from None
+        except ObjectNotFoundError:
+            raise HTTPException(422, f"frame {position}: no object {frame.object_key!r} in the store") from None
+        if size > settings.max_frame_bytes:
+            raise HTTPException(413, f"frame {position} ({frame.object_key}) exceeds the limit of "
+                                     f"{settings.max_frame_bytes} bytes")
+        submitted.append(SubmittedFrame(frame.object_key, size, frame.filename or frame.object_key.rsplit("/", 1)[-1]))
+    return submitted
 
 
-def check_webhook_url(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return validate_webhook_url(url)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+async def read_submission(request: Request, store: ObjectStore, settings: Settings) -> Submission:
+    """The request's batch, or a 4xx that says what is wrong with it. The idempotency key is a field,
+    else the Idempotency-Key header, else a digest of the frames (the same frames, the same batch)."""
+    content_type = request.headers.get("content-type", "")
+    header_key = request.headers.get("Idempotency-Key")
+    if content_type.startswith("application/json"):
+        try:
+            body = BatchFromStore.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+        stored = await asyncio.to_thread(_check_stored, store, body, settings)
+        key = body.idempotency_key or header_key or sha256_hex("\n".join(f.object_key for f in stored).encode())[:32]
+        submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored)
+    elif content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=settings.max_frames_per_batch + 1, max_fields=20)
+        camera_id = str(form.get("camera_id") or "")
+        if not camera_id:
+            raise HTTPException(422, "camera_id is required")
+        uploads = await read_uploads([f for f in form.getlist("frames") if isinstance(f, UploadFile)], settings)
+        key = str(form.get("idempotency_key") or "") or header_key or sha256_hex(
+            b"".join(hashlib.sha256(u.data).digest() for u in uploads))[:32]
+        submission = Submission(camera_id, str(form.get("site_id") or "default"), key,
+                                str(form.get("webhook_url") or "") or None, uploads=uploads)
+    else:
+        raise HTTPException(415, "send multipart/form-data with image files, or application/json naming stored objects")
+    check_id("camera_id", submission.camera_id)
+    check_id("site_id", submission.site_id)
+    check_id("idempotency_key", submission.idempotency_key)
+    submission.webhook_url = check_webhook_url(submission.webhook_url)
+    return submission

@@ -25,19 +25,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
+from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.api_keys import create_key  # noqa: E402
-from infra.postgres_server import free_port  # noqa: E402
-from infra.settings import get_settings  # noqa: E402
-from infra.stack_urls import database_url  # noqa: E402
-from infra.store import store_from_settings  # noqa: E402
-from infra.temporal import connect  # noqa: E402
-from vision.artifacts import load_verified  # noqa: E402
-from serving.backends.base import make_backend, required_files  # noqa: E402
-from vision.camera import NORMAL, generate_frames  # noqa: E402
-from vision.registry import ModelRegistry  # noqa: E402
+from infra.postgres_server import free_port
+from infra.settings import get_settings
+from infra.stack_urls import database_url
+from infra.store import store_from_settings
+from infra.tables.api_keys import create_key
+from infra.temporal import connect
+from serving.backends.base import make_backend, required_files
+from vision.artifacts import load_verified
+from vision.camera import NORMAL, generate_frames
+from vision.registry import ModelRegistry
 
 
 def pct(values: list[float], q: float) -> float:
@@ -103,10 +104,7 @@ class Load:
 
 
 async def run_sightline(settings, db_url: str, load: Load, run_tag: str) -> dict:
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        from psycopg.rows import dict_row
-
-        conn.row_factory = dict_row
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         key = (await create_key(conn, f"bench ingest {run_tag}", "ingest")).raw_key
     headers = {"Authorization": f"Bearer {key}"}
     camera = f"bench-{run_tag}"
@@ -119,16 +117,17 @@ async def run_sightline(settings, db_url: str, load: Load, run_tag: str) -> dict
         await load.run(send)
         batch_ids = [r["batch_id"] for r in load.responses]
         # Wait until every submitted batch has its predictions recorded.
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as data:
             deadline = time.monotonic() + 600
             while True:
-                cur = await conn.execute("SELECT count(*) FROM batches WHERE batch_id = ANY(%s) AND status = 'completed'",
-                                         (batch_ids,))
-                if (await cur.fetchone())[0] == len(batch_ids) or time.monotonic() > deadline:
+                cur = await data.execute(
+                    "SELECT count(*) FROM batches WHERE batch_id = ANY(%s) AND status = 'completed'", (batch_ids,))
+                row = await cur.fetchone()
+                if (row is not None and row[0] == len(batch_ids)) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - t0
-            cur = await conn.execute(
+            cur = await data.execute(
                 "SELECT extract(epoch FROM p.created_at - b.created_at) FROM predictions p "
                 "JOIN frames f USING (frame_id) JOIN batches b ON b.batch_id = f.batch_id WHERE b.batch_id = ANY(%s)",
                 (batch_ids,),
@@ -151,9 +150,10 @@ async def run_naive(port: int, load: Load) -> dict:
 
 
 def start_naive(port: int) -> subprocess.Popen:
-    log = open(Path(__file__).with_name("naive_service.log"), "wb")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_service.py")), str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    log = Path(__file__).with_name("naive_service.log")
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_service.py")), str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -161,7 +161,7 @@ def start_naive(port: int) -> subprocess.Popen:
             return proc
         except httpx.HTTPError:
             if proc.poll() is not None:
-                raise SystemExit(f"the naive service did not start: see {log.name}")
+                raise SystemExit(f"the naive service did not start: see {log}") from None
             time.sleep(0.2)
     raise SystemExit("the naive service did not start within 120 s")
 
@@ -199,7 +199,8 @@ def main() -> None:
 
     ours_fps = sightline["frames"] / sightline["elapsed"]
     naive_fps = naive["frames"] / naive["elapsed"]
-    print(f"load: {args.clients} clients x {args.frames}-frame batches for {args.seconds:.0f} s, generated camera JPEGs")
+    print(f"load: {args.clients} clients x {args.frames}-frame batches for {args.seconds:.0f} s, "
+          "generated camera JPEGs")
     print(f"raw backend (onnxruntime, batch {raw_batch}): {raw_ips:.0f} images/s")
     print(f"sightline: {sightline['batches']} batches, {sightline['frames']} frames recorded in "
           f"{sightline['elapsed']:.1f} s = {ours_fps:.1f} frames/s end to end"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import uvicorn
@@ -16,13 +17,13 @@ from fastapi import FastAPI, File, UploadFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.settings import get_settings  # noqa: E402
-from infra.stack_urls import database_url  # noqa: E402
-from infra.store import store_from_settings  # noqa: E402
-from vision.artifacts import load_verified  # noqa: E402
-from serving.backends.base import make_backend, required_files  # noqa: E402
-from vision.decode import FrameRejected, decode_frame  # noqa: E402
-from vision.registry import ModelRegistry  # noqa: E402
+from infra.settings import get_settings
+from infra.stack_urls import database_url
+from infra.store import store_from_settings
+from serving.backends.base import make_backend, required_files
+from vision.artifacts import load_verified
+from vision.decode import FrameRejected, decode_frame
+from vision.registry import ModelRegistry
 
 
 def build_app() -> FastAPI:
@@ -35,8 +36,9 @@ def build_app() -> FastAPI:
     app = FastAPI()
 
     @app.post("/classify")
-    def classify(frames: list[UploadFile] = File(...)) -> dict:
-        pixels, results = [], []
+    def classify(frames: list[UploadFile] = File(...)) -> dict[str, Any]:
+        pixels: list[np.ndarray] = []
+        results: list[dict[str, Any]] = []
         for upload in frames:
             try:
                 pixels.append(processing.resize(decode_frame(upload.file.read()).pixels))
@@ -44,7 +46,7 @@ def build_app() -> FastAPI:
                 results.append({"rejected": str(exc)})
         if pixels:
             logits = backend.predict(np.stack(pixels))
-            results += [{"label": label, "confidence": conf} for label, conf, _ in processing.decide(logits)]
+            results += [{"label": d.label, "confidence": d.confidence} for d in processing.decide(logits)]
         return {"model_version": manifest.version, "results": results}
 
     return app

@@ -37,14 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.db import apply_migrations
 from infra.settings import Settings
 from infra.store import LocalStore, put_frame
-from serving.app import ServingConfig
-from vision.artifacts import load_verified
+from serving.app import AppOptions
 from serving.backends.base import (
+    Backend,
     BackendUnavailable,
     default_backend,
     make_backend,
     required_files,
 )
+from serving.config import ServingConfig
+from vision.artifacts import load_verified
 from vision.camera import CLASSES, generate_frames
 from vision.model import build_model
 from vision.processing import Processing
@@ -60,7 +62,8 @@ def _repeat_to(frames_u8: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([frames_u8] * int(np.ceil(n / len(frames_u8))))[:n]
 
 
-def bench_raw(backends: list, frames_u8: np.ndarray, batch_sizes: list[int], seconds: float) -> dict[int, float]:
+def bench_raw(backends: list[Backend], frames_u8: np.ndarray, batch_sizes: list[int],
+              seconds: float) -> dict[int, float]:
     """Images/s of the backend alone on resized uint8 frames (normalisation is in the model's graph),
     per batch size. With more than one backend instance, each runs on a thread of its own at the same
     time (onnxruntime and torch release the GIL): N single-threaded sessions, the other way to use N
@@ -78,7 +81,7 @@ def bench_raw(backends: list, frames_u8: np.ndarray, batch_sizes: list[int], sec
     return results
 
 
-def _predict_until(backend, batch: np.ndarray, deadline: float) -> int:
+def _predict_until(backend: Backend, batch: np.ndarray, deadline: float) -> int:
     done = 0
     while time.perf_counter() < deadline:
         backend.predict(batch)
@@ -86,7 +89,8 @@ def _predict_until(backend, batch: np.ndarray, deadline: float) -> int:
     return done
 
 
-def bench_raw_pipeline(backends: list, processing: Processing, jpegs: list[bytes], batch_size: int, seconds: float) -> float:
+def bench_raw_pipeline(backends: list[Backend], processing: Processing, jpegs: list[bytes], batch_size: int,
+                       seconds: float) -> float:
     """What the machine does without Serve: decode, resize, quality features and the backend, in
     batches of `batch_size`, one loop per backend instance (the raw layout), each on a thread of its
     own. Separates Serve's own overhead from the preprocessing cost the backend-only figure leaves out."""
@@ -98,7 +102,8 @@ def bench_raw_pipeline(backends: list, processing: Processing, jpegs: list[bytes
     return done / (time.perf_counter() - started)
 
 
-def _pipeline_until(backend, processing: Processing, jpegs: list[bytes], batch_size: int, deadline: float) -> int:
+def _pipeline_until(backend: Backend, processing: Processing, jpegs: list[bytes], batch_size: int,
+                    deadline: float) -> int:
     from vision.decode import decode_frame
     from vision.quality import quality_features_batch
 
@@ -129,7 +134,8 @@ def _cpu_seconds_by_role(bench_pid: int) -> dict[str, float]:
     return totals
 
 
-async def bench_served(url: str, keys: list[str], clients: int, frames_per_request: int, seconds: float, warmup: float):
+async def bench_served(url: str, keys: list[str], clients: int, frames_per_request: int, seconds: float,
+                       warmup: float) -> tuple[float, list[float], int, dict[str, float]]:
     """Images/s of the requests that complete inside the measured window, their latencies, errors,
     and the CPU seconds each part of the served path used in that window."""
     import httpx
@@ -223,10 +229,12 @@ def main() -> None:
         from vision.publishing import register_trained
 
         model = build_model(args.architecture, len(CLASSES)).eval()
-        result = TrainingResult(model, processing, args.architecture, {"note": "untrained, for benchmarking"}, "bench", {})
+        result = TrainingResult(model, processing, args.architecture, {"note": "untrained, for benchmarking"},
+                                "bench", {})
         version = register_trained(registry, store, result, created_by="bench")
         registry.set_alias("production", version.version, "bench", "benchmark")
-        manifest, files = load_verified(store, version.manifest_key, version.manifest_sha256, required_files(backend_name))
+        manifest, files = load_verified(store, version.manifest_key, version.manifest_sha256,
+                                        required_files(backend_name))
 
         frames = generate_frames("bench-line", args.frames, seed=99)
         jpegs = [f.jpeg() for f in frames]
@@ -259,9 +267,10 @@ def main() -> None:
         start_ray(temp_dir=str(work / "ray"))
         try:
             max_bs = args.max_batch_size or best_bs  # the classifier splits bigger requests into batches of this
-            run_app(config, "127.0.0.1", port, preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
-                    classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
-                    batch={"max_batch_size": max_bs, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
+            options = AppOptions(preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
+                                 classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
+                                 max_batch_size=max_bs, batch_wait_timeout_s=args.batch_wait_ms / 1000)
+            run_app(config, "127.0.0.1", port, options)
             served, latencies, errors, cpu = asyncio.run(bench_served(
                 f"http://127.0.0.1:{port}", keys, args.clients, args.frames_per_request, args.duration, args.warmup))
             load_served = os.getloadavg()[0]
@@ -275,7 +284,8 @@ def main() -> None:
         print(f"raw:    {best_raw:9.1f} images/s (best: {replicas}x{threads}, batch size {best_bs}; {raw_before:.1f} "
               f"before and {raw_after:.1f} after the served run)")
         print(f"served: {served:9.1f} images/s ({args.clients} clients, {args.frames_per_request} frames/request, "
-              f"{replicas} classifier replica(s) x {threads} thread(s), max batch {max_bs}, wait {args.batch_wait_ms} ms, "
+              f"{replicas} classifier replica(s) x {threads} thread(s), max batch {max_bs}, "
+              f"wait {args.batch_wait_ms} ms, "
               f"{errors} errors)")
         print(f"served/raw ratio: {served / best_raw:.2f}")
         print(f"raw pipeline (decode + resize + quality + model, no Serve, {replicas}x{threads}, batch {best_bs}): "
@@ -283,12 +293,14 @@ def main() -> None:
         served_images = served * args.duration
         if served_images:
             print("CPU ms per served image: " + ", ".join(
-                f"{role} {seconds * 1000 / served_images:.2f}" for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
+                f"{role} {seconds * 1000 / served_images:.2f}"
+                for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
                 + f"; raw backend alone: {cpus * 1000 / best_raw:.2f} at full load")
         print(f"1-min load average: {load_raw:.2f} during raw, {load_served:.2f} during served "
               f"({os.cpu_count()} cpus; other processes on the machine count too)")
         print(f"latency per request ms: p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}  "
-              f"p99 {percentile(latencies, 99):.1f}  (n={len(latencies)}, mean {statistics.fmean(latencies) if latencies else float('nan'):.1f})")
+              f"p99 {percentile(latencies, 99):.1f}  (n={len(latencies)}, "
+              f"mean {statistics.fmean(latencies) if latencies else float('nan'):.1f})")
     finally:
         if pg:
             pg.stop()

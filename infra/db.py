@@ -9,10 +9,17 @@ finds the work done.
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
+
+# Every connection of ours returns rows as dicts; these name the types once for every signature.
+Row = dict[str, Any]
+DbConnection = AsyncConnection[DictRow]
+DbPool = AsyncConnectionPool[DbConnection]
 
 _MIGRATION_LOCK = 0x5167_4C4E  # arbitrary, fixed: "SgLN"
 
@@ -26,27 +33,27 @@ def migration_files() -> list[tuple[str, str]]:
 def apply_migrations(url: str) -> list[str]:
     """Apply every migration not yet applied; returns the names applied by this call."""
     applied: list[str] = []
-    with psycopg.connect(url, autocommit=False) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-            for name, sql in migration_files():
-                if name in done:
-                    continue
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-                applied.append(name)
+    with psycopg.connect(url, autocommit=False) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, sql in migration_files():
+            if name in done:
+                continue
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            applied.append(name)
     return applied
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> DbPool:
     """An unopened pool whose connections return rows as dicts; `await pool.open()` before use."""
     return AsyncConnectionPool(
         url,
+        connection_class=DbConnection,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": True},

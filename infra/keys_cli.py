@@ -10,11 +10,11 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Column, Table
 
-from infra.api_keys import ROLES, create_key, list_keys, revoke_key
-from infra.audit_log import append_audit, cli_actor
 from infra.db import apply_migrations
 from infra.settings import get_settings
 from infra.stack_urls import database_url
+from infra.tables.api_keys import ROLES, create_key, list_keys, revoke_key
+from infra.tables.audit_log import append_audit, cli_actor
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 console = Console()
@@ -68,7 +68,8 @@ def list_(include_revoked: bool = typer.Option(True, "--all/--active", help="inc
     """List keys (never their secrets)."""
     keys = asyncio.run(_run(list_keys, include_revoked))
     # Ids and roles are copied into other commands: never wrap them.
-    table = Table(Column("key id", no_wrap=True), "name", Column("role", no_wrap=True), "created", "last used", "revoked")
+    table = Table(Column("key id", no_wrap=True), "name", Column("role", no_wrap=True), "created", "last used",
+                  "revoked")
     fmt = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
     for k in keys:
         table.add_row(k.key_id, k.name, k.role, fmt(k.created_at), fmt(k.last_used_at), fmt(k.revoked_at))

@@ -8,30 +8,32 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 
-def _temporal_context(_logger, _method, event_dict):
+def _temporal_context(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     from temporalio import activity, workflow
 
     if activity.in_activity():
-        info = activity.info()
-        event_dict.setdefault("workflow_id", info.workflow_id)
-        event_dict.setdefault("run_id", info.workflow_run_id)
-        event_dict.setdefault("activity", info.activity_type)
-        event_dict.setdefault("attempt", info.attempt)
+        task = activity.info()
+        event_dict.setdefault("workflow_id", task.workflow_id)
+        event_dict.setdefault("run_id", task.workflow_run_id)
+        event_dict.setdefault("activity", task.activity_type)
+        event_dict.setdefault("attempt", task.attempt)
     elif workflow.in_workflow():
-        info = workflow.info()
-        event_dict.setdefault("workflow_id", info.workflow_id)
-        event_dict.setdefault("run_id", info.run_id)
+        run = workflow.info()
+        event_dict.setdefault("workflow_id", run.workflow_id)
+        event_dict.setdefault("run_id", run.run_id)
     return event_dict
 
 
 def configure_logging(json: bool | None = None, level: str = "INFO", service: str | None = None) -> None:
     if json is None:
         json = not sys.stdout.isatty()
-    processors = [
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

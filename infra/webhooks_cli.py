@@ -14,11 +14,11 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Column, Table
 
-from infra.audit_log import append_audit, cli_actor
 from infra.db import apply_migrations
 from infra.settings import get_settings
 from infra.stack_urls import database_url
-from infra.webhook_subscriptions import ensure_subscription, list_subscriptions, rotate_secret, set_disabled
+from infra.tables.audit_log import append_audit, cli_actor
+from infra.tables.webhook_subscriptions import ensure_subscription, list_subscriptions, rotate_secret, set_disabled
 
 webhooks_app = typer.Typer(help="Webhook subscriptions: create (prints the signing secret), list, rotate, disable.",
                            no_args_is_help=True)

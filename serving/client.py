@@ -7,7 +7,7 @@ worth retrying; a request the service refuses as bad input (4xx) will be refused
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -31,13 +31,13 @@ class ServingClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
@@ -63,7 +63,7 @@ class ServingClient:
         response = await self._request("POST", "/v1/classify", json=body.model_dump())
         return ClassifyResponse.model_validate(response.json())
 
-    async def models(self) -> list[dict]:
+    async def models(self) -> list[dict[str, Any]]:
         return (await self._request("GET", "/v1/models")).json()
 
     async def healthy(self) -> bool:

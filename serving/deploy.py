@@ -16,12 +16,17 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from infra.db import apply_migrations
 from infra.log import configure_logging, get_logger
 from infra.settings import Settings, get_settings
-from serving.app import APP_NAME, ServingConfig, build_app
+from serving.app import APP_NAME, AppOptions, build_app
+from serving.config import ServingConfig
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
 
 log = get_logger(__name__)
 
@@ -32,7 +37,8 @@ def serving_config(settings: Settings, database_url: str, backend: str = "auto",
         database_url=database_url,
         store_url=settings.resolved_object_store_url,
         store_options={"endpoint": settings.s3_endpoint, "access_key": settings.s3_access_key,
-                       "secret_key": settings.s3_secret_key, "secure": settings.s3_secure, "region": settings.s3_region},
+                       "secret_key": settings.s3_secret_key, "secure": settings.s3_secure,
+                       "region": settings.s3_region},
         backend=backend,
         backend_threads=backend_threads,
         max_frame_pixels=settings.max_frame_pixels,
@@ -51,19 +57,21 @@ def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | No
         # worker_niceness 0: Ray starts workers at nice 15 by default, which lets any other process on
         # the host starve the Serve replicas; here the replicas are the service.
         # address="local": always a new head of our own, never some other Ray found running on the host.
-        ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False, namespace="sightline",
-                 log_to_driver=False, object_store_memory=512 * 1024 * 1024, _system_config={"worker_niceness": 0})
+        ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
+                 namespace="sightline", log_to_driver=False, object_store_memory=512 * 1024 * 1024,
+                 _system_config={"worker_niceness": 0})
 
 
-def run_app(config: ServingConfig, host: str, port: int, **app_options):
+def run_app(config: ServingConfig, host: str, port: int, options: AppOptions) -> DeploymentHandle:
     """Start Serve's HTTP proxy on host:port and deploy the application; blocks until it is ready."""
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(build_app(config, **app_options), name=APP_NAME, route_prefix="/")
+    return serve.run(build_app(config, options), name=APP_NAME, route_prefix="/")
 
 
-def classifier_cpus(classifier_replicas: int, preprocessor_replicas: int, preprocessor_cpus: float = 0.5) -> float:
+def classifier_cpus(classifier_replicas: int, preprocessor_replicas: int,
+                    preprocessor_cpus: float = AppOptions.preprocessor_cpus) -> float:
     """Ray CPUs per classifier replica (placement only, not a limit): at most one, and few enough that
     every replica fits on this machine when it is the whole cluster."""
     cpus = os.cpu_count() or 1
@@ -91,7 +99,8 @@ def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap
         return registry.resolve("production").version
     except ModelNotFound:
         if not bootstrap:
-            raise SystemExit("no model version has the alias 'production': run `sightline model bootstrap` first") from None
+            raise SystemExit("no model version has the alias 'production': "
+                             "run `sightline model bootstrap` first") from None
     log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)")
     from vision.training import PROFILES
 
@@ -104,14 +113,15 @@ def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serving.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch-cuda, torch-cpu or tensorrt")
-    parser.add_argument("--no-bootstrap", action="store_true", help="fail instead of training v1 when no production model exists")
-    parser.add_argument("--preprocessor-replicas", type=int, default=1)
-    parser.add_argument("--classifier-replicas", type=int, default=1)
+    parser.add_argument("--no-bootstrap", action="store_true",
+                        help="fail instead of training v1 when no production model exists")
+    parser.add_argument("--preprocessor-replicas", type=int, default=AppOptions.preprocessor_replicas)
+    parser.add_argument("--classifier-replicas", type=int, default=AppOptions.classifier_replicas)
     parser.add_argument("--backend-threads", type=int, default=None,
                         help="threads per classifier replica (default: every core); on a small CPU model, one "
                              "single-threaded replica per core uses the cores better (see bench/serving.py)")
-    parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch-size", type=int, default=AppOptions.max_batch_size)
+    parser.add_argument("--batch-wait-ms", type=float, default=AppOptions.batch_wait_timeout_s * 1000)
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -133,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     try:
-        run_app(config, url.hostname or "127.0.0.1", url.port or 8001,
-                preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,
-                classifier_cpus=classifier_cpus(args.classifier_replicas, args.preprocessor_replicas),
-                batch={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_ms / 1000})
+        options = AppOptions(
+            preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,
+            classifier_cpus=classifier_cpus(args.classifier_replicas, args.preprocessor_replicas),
+            max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000)
+        run_app(config, url.hostname or "127.0.0.1", url.port or 8001, options)
         log.info("inference service up", url=settings.serving_url, production=version, backend=args.backend)
         stopping.wait()
         log.info("stopping inference service")

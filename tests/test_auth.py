@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import httpx
 import psycopg
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from api.audit import record_audit
 from api.auth import ROLES, Principal, require_roles
 from api.request_ids import RequestIdMiddleware
-from infra.api_keys import authenticate_key, create_key, hash_key, list_keys, revoke_key
+from infra.tables.api_keys import authenticate_key, create_key, hash_key, list_keys, revoke_key
 
 
 def _name() -> str:
@@ -88,8 +89,6 @@ async def test_audit_rows_are_append_only(db_pool):
             await conn.execute("TRUNCATE audit_log")
         again = await (await conn.execute("SELECT * FROM audit_log WHERE audit_id = %s", (audit_id,))).fetchone()
     assert again == row
-    # The pool is accepted too, so a route can pass its DbDep straight through.
-    assert await record_audit(db_pool, principal, "batch.create", "batches/x") > audit_id
 
 
 def _app(db_pool, *, sessions: bool) -> FastAPI:
@@ -100,16 +99,17 @@ def _app(db_pool, *, sessions: bool) -> FastAPI:
         app.add_middleware(SessionMiddleware, secret_key="test-session-secret")
 
     @app.get("/ingest")
-    async def ingest_only(p: Principal = Depends(require_roles("ingest"))):
+    async def ingest_only(p: Annotated[Principal, Depends(require_roles("ingest"))]) -> dict[str, str]:
         return {"key_id": p.key_id, "role": p.role}
 
     @app.get("/review")
-    async def review_or_ops(p: Principal = Depends(require_roles("reviewer", "ops"))):
+    async def review_or_ops(p: Annotated[Principal, Depends(require_roles("reviewer", "ops"))]) -> dict[str, str]:
         return {"key_id": p.key_id, "role": p.role}
 
     @app.post("/audited")
-    async def audited(request: Request, p: Principal = Depends(require_roles("ingest"))):
-        audit_id = await record_audit(request.app.state.pool, p, "thing.create", "things/1")
+    async def audited(request: Request, p: Annotated[Principal, Depends(require_roles("ingest"))]) -> dict[str, int]:
+        async with request.app.state.pool.connection() as conn:
+            audit_id = await record_audit(conn, p, "thing.create", "things/1")
         return {"audit_id": audit_id}
 
     if sessions:
@@ -182,8 +182,9 @@ async def test_audit_row_carries_the_request_id(db_pool, keys):
         r2 = await http.post("/audited", headers={"X-API-Key": keys["ingest"].raw_key})
         generated = r2.headers["x-request-id"]
     async with db_pool.connection() as conn:
-        row = await (await conn.execute("SELECT * FROM audit_log WHERE audit_id = %s", (r.json()["audit_id"],))).fetchone()
-        row2 = await (await conn.execute("SELECT * FROM audit_log WHERE audit_id = %s", (r2.json()["audit_id"],))).fetchone()
+        select = "SELECT * FROM audit_log WHERE audit_id = %s"
+        row = await (await conn.execute(select, (r.json()["audit_id"],))).fetchone()
+        row2 = await (await conn.execute(select, (r2.json()["audit_id"],))).fetchone()
     assert row["request_id"] == "req-abc.1" and row["key_id"] == keys["ingest"].key_id
     assert row2["request_id"] == generated and len(generated) == 32
 
@@ -191,7 +192,7 @@ async def test_audit_row_carries_the_request_id(db_pool, keys):
 def test_require_roles_rejects_unknown_role_names():
     with pytest.raises(ValueError, match="unknown roles"):
         require_roles("ingest", "root")
-    assert require_roles("ops").allowed_roles == {"ops", "admin"}
+    assert require_roles("ops").allowed_roles == {"ops", "admin"}  # type: ignore[attr-defined]
 
 
 def test_keys_cli_create_list_revoke(postgres_url, monkeypatch):
@@ -218,12 +219,14 @@ def test_keys_cli_create_list_revoke(postgres_url, monkeypatch):
         assert runner.invoke(keys_app, ["revoke", key_id]).exit_code == 0
         assert runner.invoke(keys_app, ["revoke", key_id]).exit_code == 1
         with psycopg.connect(postgres_url) as conn:
-            revoked, stored = conn.execute(
+            row = conn.execute(
                 "SELECT revoked_at IS NOT NULL, key_hash FROM api_keys WHERE key_id = %s", (key_id,)
             ).fetchone()
             actions = [r[0] for r in conn.execute(
                 "SELECT action FROM audit_log WHERE resource = %s ORDER BY audit_id", (f"api_keys/{key_id}",)
             )]
+        assert row is not None
+        revoked, stored = row
         assert revoked and stored == hash_key(raw)
         assert actions == ["api_key.create", "api_key.revoke"], "key administration is audited"
     finally:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vision.artifacts import ONNX, WEIGHTS, load_verified
 from serving.backends import BackendUnavailable, make_backend
 from serving.backends.tensorrt import tensorrt_unavailable_reason
+from vision.artifacts import ONNX, WEIGHTS, load_verified
 from vision.camera import generate_frames
 
 # The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
@@ -35,7 +35,8 @@ def test_onnxruntime_and_torch_agree_within_tolerance(artifacts, pixels):
     np.testing.assert_allclose(onnx, ref, atol=1e-3, rtol=1e-3)
     assert (onnx.argmax(1) == ref.argmax(1)).all()
     # Batch size does not change a frame's answer (the ONNX graph has a dynamic batch axis).
-    single = np.concatenate([make_backend("onnxruntime", manifest, files, threads=1).predict(pixels[i : i + 1]) for i in range(3)])
+    one_by_one = make_backend("onnxruntime", manifest, files, threads=1)
+    single = np.concatenate([one_by_one.predict(pixels[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(single, onnx[:3], atol=1e-4)
 
 
@@ -54,6 +55,7 @@ def test_the_export_takes_uint8_frames_and_an_older_float_export_still_serves(ar
     backbone = load_model(manifest.architecture, len(manifest.processing.classes), files[WEIGHTS])
     program = torch.onnx.export(backbone, (torch.zeros(2, 3, size, size),), dynamo=True, input_names=["pixels"],
                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), verbose=False)
+    assert program is not None
     older = OnnxRuntimeBackend(program.model_proto.SerializeToString(), manifest.processing, threads=1)
     current = make_backend("onnxruntime", manifest, files, threads=1)
     np.testing.assert_allclose(older.predict(pixels), current.predict(pixels), atol=1e-3, rtol=1e-3)

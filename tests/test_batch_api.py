@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.frames import NOT_AN_IMAGE, jpeg_frame, multipart, noise_png, truncated_jpeg
@@ -126,16 +127,17 @@ async def test_bad_camera_id_is_422_with_a_reason(api):
 
 # -- limits: each breaks with its own status and a reason naming the frame -------------------------
 
+@pytest.mark.settings(max_frames_per_batch=3)
 async def test_too_many_frames_is_413(api):
-    api.app.state.settings.max_frames_per_batch = 3
     files = multipart([(f"f{i}.jpg", jpeg_frame(i), "image/jpeg") for i in range(4)])
     response = await api.http.post("/v1/batches", data={"camera_id": "lim"}, files=files)
     assert response.status_code == 413 and "4 frames exceed the limit of 3" in response.json()["detail"]
 
 
+@pytest.mark.settings(max_frame_bytes=2000)
 async def test_frame_too_large_is_413_naming_the_frame(api):
-    api.app.state.settings.max_frame_bytes = 2000
-    files = multipart([("small.jpg", jpeg_frame(0, 16), "image/jpeg"), ("huge.png", b"\x89PNG" + b"0" * 5000, "image/png")])
+    files = multipart([("small.jpg", jpeg_frame(0, 16), "image/jpeg"),
+                       ("huge.png", b"\x89PNG" + b"0" * 5000, "image/png")])
     response = await api.http.post("/v1/batches", data={"camera_id": "lim"}, files=files)
     assert response.status_code == 413
     assert "frame 1 (huge.png)" in response.json()["detail"]
@@ -192,7 +194,8 @@ async def test_list_filters_and_pages(api):
     assert [b["batch_id"] for b in rest["items"]] == ["batch-list-a-l0"] and rest["next_cursor"] is None
     by_site = (await api.http.get("/v1/batches", params={"site_id": "list-site", "status": "completed"})).json()
     assert len(by_site["items"]) == 5
-    assert (await api.http.get("/v1/batches", params={"status": "failed", "site_id": "list-site"})).json()["items"] == []
+    failed = await api.http.get("/v1/batches", params={"status": "failed", "site_id": "list-site"})
+    assert failed.json()["items"] == []
     bad = await api.http.get("/v1/batches", params={"cursor": "not-a-cursor!"})
     assert bad.status_code == 422
 

@@ -5,16 +5,18 @@ is retried after a failure, and a dead endpoint never holds up the batch."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from infra.postgres_server import free_port
+from infra.tables.webhook_subscriptions import get_subscription_by_url
 from infra.webhook_signatures import verify
-from infra.webhook_subscriptions import get_subscription_by_url
 from tests.frames import jpeg_frame, multipart
 from tests.polling import eventually
 from tests.webhook_receiver import Receiver
@@ -69,8 +71,10 @@ async def test_low_confidence_goes_to_review_and_a_confident_defect_alerts(api):
 
         await eventually(retried, 30, "the retried webhook")
         async with api.pool.connection() as conn:
-            secret = (await get_subscription_by_url(conn, receiver.url)).secret
-        (h1, b1), (h2, b2) = receiver.requests[:2]
+            subscription = await get_subscription_by_url(conn, receiver.url)
+        assert subscription is not None
+        secret = subscription.secret
+        (h1, _), (h2, b2) = receiver.requests[:2]
         assert h1["x-sightline-delivery"] == h2["x-sightline-delivery"] == f"{batch_id}.defects"
         assert verify(secret, b2, h2["x-sightline-signature"])
         assert not verify("another-secret", b2, h2["x-sightline-signature"])
@@ -79,8 +83,8 @@ async def test_low_confidence_goes_to_review_and_a_confident_defect_alerts(api):
         assert body["data"]["defects"] == [{"frame_id": f"{batch_id}:0001", "label": "dent", "confidence": 0.97}]
 
 
+@pytest.mark.settings(qa_sample_rate=1.0)
 async def test_qa_sample_sends_confident_frames_to_review(api):
-    api.app.state.settings.qa_sample_rate = 1.0
     batch_id, _ = await submit(api, "qa", "q1", 3, seed=400)
     result = await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
     assert result["sent_to_review"] == 3
@@ -125,5 +129,5 @@ async def test_batch_is_found_by_camera_with_the_temporal_cli(api):
                   "SightlineSite = 'route-site' AND SightlineCamera = 'cli-cam'",
                   "SightlineCamera = 'cli-cam' AND SightlineStatus = 'completed' AND SightlineModelVersion = 'v-test'",
                   "SightlineCamera = 'cli-cam' AND SightlineDefectCount = 0"):
-        found = await eventually(lambda q=query: asyncio.to_thread(listed, q), 15, query)
+        found = await eventually(functools.partial(asyncio.to_thread, listed, query), 15, query)
         assert found == [batch_id], query

@@ -49,7 +49,7 @@ def test_conditions_move_the_quality_features():
 def test_changed_defect_style_draws_other_pixels_for_the_same_frame():
     a = generate_frames("line-1", 12, seed=5)
     b = generate_frames("line-1", 12, seed=5, conditions=Conditions(defect_style="changed"))
-    for fa, fb in zip(a, b):
+    for fa, fb in zip(a, b, strict=True):
         same = fa.image.tobytes() == fb.image.tobytes()
         assert same == (fa.label == "ok"), fa.label  # only defects change; ok frames stay identical
 
@@ -74,7 +74,7 @@ def test_camera_command_writes_decodable_jpegs_and_labels(tmp_path):
     rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
     assert len(rows) == 6 and {r["label"] for r in rows} <= set(CLASSES)
     expected = generate_frames("line-1", 6, seed=1, conditions=Conditions(brightness=0.6))
-    for row, frame in zip(rows, expected):
+    for row, frame in zip(rows, expected, strict=True):
         data = (tmp_path / row["filename"]).read_bytes()
         decoded = decode_frame(data)
         assert decoded.format == "JPEG" and row["label"] == frame.label

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.frames import jpeg_frame
 from tests.polling import eventually
 
 
+@pytest.mark.settings(camera_batch_max_frames=3, camera_batch_max_wait_s=1.0)
 async def test_camera_frames_become_batches(api):
-    api.app.state.settings.camera_batch_max_frames = 3
-    api.app.state.settings.camera_batch_max_wait_s = 1.0
     for i in range(4):
         response = await api.http.post("/v1/cameras/live-1/frames", data={"site_id": "plant-z"},
                                        files={"frame": (f"{i}.jpg", jpeg_frame(700 + i), "image/jpeg")})

@@ -12,10 +12,10 @@ import uuid
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
+from tests.polling import eventually
 from tests.stand_in_workflows import RecordingBatchWorkflow
 from workflows import search_attributes as sa
 from workflows.batch_types import FrameBatchInput, RoutingRules, make_frame_id
-from tests.polling import eventually
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.camera_stream_types import (
     FRAME_SIGNAL,
@@ -89,7 +89,8 @@ async def test_frames_become_batches_by_count(temporal_client, task_queue):
         for frame in frames:
             await _send(temporal_client, task_queue, input, frame)
         first, second = await _batches(temporal_client, camera, 2)
-        status = await temporal_client.get_workflow_handle(camera_workflow_id(camera)).query(CameraStreamWorkflow.status)
+        stream = temporal_client.get_workflow_handle(camera_workflow_id(camera))
+        status = await stream.query(CameraStreamWorkflow.status)
         assert status.pending == 1, "the ninth frame waits for more"
 
     assert _keys(first) == [f.object_key for f in frames[:4]]
@@ -215,6 +216,7 @@ async def _has_batches(stream, count: int) -> bool:
 
 
 async def _batch_ids_of_run(client: Client, camera: str, result: CameraStreamResult) -> list[FrameBatchInput]:
+    assert result.last_batch_id is not None
     prefix = result.last_batch_id.rsplit("-", 1)[0]
     ids = [f"{prefix}-{seq:06d}" for seq in range(result.batches_started)]
     return [await _batch(client, i) for i in ids]

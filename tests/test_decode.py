@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.frames import NOT_AN_IMAGE, truncated_jpeg
 from vision.camera import generate_frames
 from vision.decode import FrameRejected, _decode_with_pillow, decode_frame
-from tests.frames import NOT_AN_IMAGE, truncated_jpeg
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -20,7 +20,8 @@ def _encode(image: Image.Image, fmt: str, **options) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 75, "progressive": True}, {"quality": 95, "subsampling": 0}])
+@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 75, "progressive": True},
+                                     {"quality": 95, "subsampling": 0}])
 def test_fast_jpeg_path_gives_the_same_pixels_as_pillow(options):
     data = _encode(generate_frames("decode-line", 1, seed=5)[0].image, "JPEG", **options)
     fast, reference = decode_frame(data), _decode_with_pillow(data, 40_000_000)

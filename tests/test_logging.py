@@ -1,7 +1,6 @@
 import json
 
 import structlog
-
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 

@@ -51,8 +51,10 @@ def test_processing_is_one_definition_for_training_and_serving(trained_model):
     batch = np.stack([pixels, pixels[::-1].copy()])
     in_graph = PixelInput(p)(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(in_graph, p.normalize(batch), atol=1e-5)
-    label, conf, probs = p.decide(np.array([[0.0, 3.0, 0.0, 0.0]]))[0]
-    assert label == "scratch" and conf == max(probs.values()) and abs(sum(probs.values()) - 1) < 1e-3
+    decision = p.decide(np.array([[0.0, 3.0, 0.0, 0.0]]))[0]
+    probs = decision.probabilities
+    assert decision.label == "scratch" and decision.confidence == max(probs.values())
+    assert abs(sum(probs.values()) - 1) < 1e-3
     assert Processing.from_dict(p.to_dict()) == p
 
 
@@ -65,7 +67,8 @@ def test_large_frames_are_shrunk_by_area_not_aliased():
 
 
 def test_a_version_is_an_artifact_set_with_a_complete_manifest(registry, model_store, production_model):
-    manifest, _ = load_verified(model_store, production_model.manifest_key, production_model.manifest_sha256, (WEIGHTS, ONNX))
+    manifest, _ = load_verified(model_store, production_model.manifest_key, production_model.manifest_sha256,
+                                (WEIGHTS, ONNX))
     assert manifest.version == production_model.version
     assert set(manifest.files) == {WEIGHTS, ONNX}
     raw = json.loads(model_store.get(production_model.manifest_key))
@@ -111,7 +114,8 @@ def test_a_tampered_manifest_is_refused(model_store, production_model):
 def test_aliases_move_and_every_change_is_in_the_history(registry, model_store, trained_model, production_model):
     from vision.publishing import register_trained
 
-    child = register_trained(registry, model_store, trained_model, parent_version=production_model.version, created_by="tests")
+    child = register_trained(registry, model_store, trained_model, parent_version=production_model.version,
+                             created_by="tests")
     assert child.parent_version == production_model.version and child.number > production_model.number
     assert registry.set_alias("candidate", child.version, "alice", "try it") is None
     assert registry.set_alias("candidate", child.version, "alice", "again") == child.version  # no-op, not recorded
@@ -129,5 +133,5 @@ def test_aliases_move_and_every_change_is_in_the_history(registry, model_store, 
     assert ("candidate", None, child.version, "alice") in history
     assert ("shadow", None, child.version, "bob") in history and ("shadow", child.version, None, "bob") in history
     assert [c.reason for c in registry.alias_history("candidate")].count("again") == 0
-    listed = {v.version: v for v in registry.list()}
+    listed = {v.version: v for v in registry.list_versions()}
     assert "candidate" in listed[child.version].aliases and "production" in listed[production_model.version].aliases

@@ -4,6 +4,7 @@ exactly once per (frame, model version) even when activities are retried."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -16,8 +17,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.inference import InferenceActivities
 from activities.predictions import PredictionActivities
 from infra.store import put_frame, sha256_hex
-from vision.camera import generate_frames
 from serving.client import ServingClient
+from vision.camera import generate_frames
 from workflows.batch_types import FrameRef, make_frame_id
 from workflows.inference_types import (
     ClassifyFramesInput,
@@ -30,17 +31,19 @@ from workflows.inference_types import (
 pytest_plugins = ["tests.serving_fixtures"]
 
 
-async def _record_batch(db_pool, store, frames, extra: list[tuple[str, bytes]] = ()) -> tuple[str, list[FrameRef]]:
+async def _record_batch(db_pool, store, frames, extra: Sequence[tuple[str, bytes]] = ()) -> tuple[str, list[FrameRef]]:
     """A batch and its frames as the batch workflow would have recorded them (predictions reference frames)."""
     batch_id = f"batch-test-{uuid.uuid4().hex[:8]}"
     payloads = [f.jpeg() for f in frames] + [data for _, data in extra]
-    refs = [FrameRef(frame_id=make_frame_id(batch_id, i), object_key=put_frame(store, data)) for i, data in enumerate(payloads)]
+    refs = [FrameRef(frame_id=make_frame_id(batch_id, i), object_key=put_frame(store, data))
+            for i, data in enumerate(payloads)]
     async with db_pool.connection() as conn, conn.transaction():
-        await conn.execute("INSERT INTO batches (batch_id, camera_id, idempotency_key, frame_count) VALUES (%s, 'test', %s, %s)",
-                           (batch_id, batch_id, len(refs)))
-        for i, (r, data) in enumerate(zip(refs, payloads)):
+        await conn.execute("INSERT INTO batches (batch_id, camera_id, idempotency_key, frame_count)"
+                           " VALUES (%s, 'test', %s, %s)", (batch_id, batch_id, len(refs)))
+        for i, (r, data) in enumerate(zip(refs, payloads, strict=True)):
             await conn.execute(
-                "INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, size_bytes) VALUES (%s, %s, %s, %s, %s, %s)",
+                "INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, size_bytes)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
                 (r.frame_id, batch_id, i, r.object_key, sha256_hex(data), len(data)))
     return batch_id, refs
 
@@ -48,7 +51,8 @@ async def _record_batch(db_pool, store, frames, extra: list[tuple[str, bytes]] =
 async def _prediction_rows(db_pool, batch_id: str) -> list[dict]:
     async with db_pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT p.* FROM predictions p JOIN frames f USING (frame_id) WHERE f.batch_id = %s ORDER BY p.frame_id", (batch_id,))
+            "SELECT p.* FROM predictions p JOIN frames f USING (frame_id) WHERE f.batch_id = %s ORDER BY p.frame_id",
+            (batch_id,))
         return await cur.fetchall()
 
 
@@ -59,7 +63,8 @@ class ClassifyAndRecordWorkflow:
     @workflow.run
     async def run(self, input: ClassifyFramesInput) -> int:
         result: ClassifyFramesResult = await workflow.execute_activity(
-            "classify_frames", input, result_type=ClassifyFramesResult, task_queue=workflow.info().task_queue + "-inference",
+            "classify_frames", input, result_type=ClassifyFramesResult,
+            task_queue=workflow.info().task_queue + "-inference",
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5))
         return await workflow.execute_activity(
@@ -100,7 +105,8 @@ async def test_a_batch_through_ray_serve_is_recorded_once_even_when_activities_r
                           activities=[record_then_crash], workflow_runner=UnsandboxedWorkflowRunner()), \
                    Worker(temporal_client, task_queue=f"{task_queue}-inference", activities=[classify_then_crash]):
             written = await temporal_client.execute_workflow(
-                ClassifyAndRecordWorkflow.run, ClassifyFramesInput(batch_id, refs), id=f"wf-{batch_id}", task_queue=task_queue,
+                ClassifyAndRecordWorkflow.run, ClassifyFramesInput(batch_id, refs), id=f"wf-{batch_id}",
+                task_queue=task_queue,
                 execution_timeout=timedelta(minutes=2))
     finally:
         await client.aclose()
@@ -110,18 +116,20 @@ async def test_a_batch_through_ray_serve_is_recorded_once_even_when_activities_r
     rows = await _prediction_rows(db_pool, batch_id)
     assert [r["frame_id"] for r in rows] == [r.frame_id for r in refs[:12]]  # once each; the corrupt one not at all
     assert {r["model_version"] for r in rows} == {production_model.version}
-    correct = sum(r["label"] == f.label for r, f in zip(rows, frames))
+    correct = sum(r["label"] == f.label for r, f in zip(rows, frames, strict=True))
     assert correct >= 0.65 * len(frames)
     assert all(set(r["quality"]) >= {"brightness", "sharpness"} and r["probabilities"] for r in rows)
 
 
-async def test_classify_frames_reports_rejections_and_keeps_payloads_compact(serving_url, db_pool, model_store, production_model):
+async def test_classify_frames_reports_rejections_and_keeps_payloads_compact(serving_url, db_pool, model_store,
+                                                                              production_model):
     from temporalio.converter import DataConverter
 
     frames = generate_frames("compact-line", 32, seed=32)
     batch_id, refs = await _record_batch(db_pool, model_store, frames, extra=[("empty", b"\x89PNG\r\n\x1a\n")])
     async with ServingClient(serving_url) as client:
-        result = await ActivityEnvironment().run(InferenceActivities(client).classify_frames, ClassifyFramesInput(batch_id, refs))
+        result = await ActivityEnvironment().run(InferenceActivities(client).classify_frames,
+                                                 ClassifyFramesInput(batch_id, refs))
     assert result.model_version == production_model.version and len(result.predictions) == 32
     assert [(r.frame_id, r.accepted) for r in result.rejections] == [(refs[32].frame_id, False)]
     assert result.rejections[0].reason
@@ -152,13 +160,15 @@ async def test_record_predictions_upserts_by_frame_and_version(db_pool, model_st
     acts = PredictionActivities(db_pool)
 
     def pred(ref, version, label, conf):
-        return FramePrediction(ref.frame_id, label, conf, {"ok": conf, "dent": round(1 - conf, 4)}, {"brightness": 0.5}, version)
+        return FramePrediction(ref.frame_id, label, conf, {"ok": conf, "dent": round(1 - conf, 4)},
+                               {"brightness": 0.5}, version)
 
     first = RecordPredictionsInput(batch_id, [pred(r, "v1", "ok", 0.9) for r in refs])
     assert await ActivityEnvironment().run(acts.record_predictions, first) == 2
     assert await ActivityEnvironment().run(acts.record_predictions, first) == 2  # a retry: same rows
     # Another version of the same frames is another row (shadow/canary predictions sit side by side).
-    await ActivityEnvironment().run(acts.record_predictions, RecordPredictionsInput(batch_id, [pred(refs[0], "v2", "dent", 0.7)]))
+    await ActivityEnvironment().run(acts.record_predictions,
+                                    RecordPredictionsInput(batch_id, [pred(refs[0], "v2", "dent", 0.7)]))
     rows = await _prediction_rows(db_pool, batch_id)
     assert sorted((r["frame_id"], r["model_version"]) for r in rows) == sorted(
         [(refs[0].frame_id, "v1"), (refs[1].frame_id, "v1"), (refs[0].frame_id, "v2")])

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from infra.api_keys import create_key
 from infra.store import put_frame
+from infra.tables.api_keys import create_key
 from tests.frames import jpeg_frame
-from tests.review_support import eventually, fetch_all, fetch_one, insert_batch, review_input
+from tests.polling import eventually
+from tests.review_support import fetch_all, fetch_one, insert_batch, review_input
+from vision.camera import CLASSES
 from workflows.review_task import ReviewTaskWorkflow
 from workflows.review_types import ReviewTaskInput, review_workflow_id
 
@@ -55,7 +57,7 @@ async def test_queue_order_and_filters(api):
     listed = (await api.http.get("/v1/reviews", params={"batch_id": batch}, headers=headers)).json()
     assert [t["review_id"] for t in listed["tasks"]] == [urgent, old, new]
     first = listed["tasks"][0]
-    assert first["priority"] == 2 and first["status"] == "pending" and first["classes"] == ["ok", "scratch", "dent"]
+    assert first["priority"] == 2 and first["status"] == "pending" and first["classes"] == list(CLASSES)
     assert first["temporal_ui_url"].endswith(f"/workflows/{urgent}") and first["sla_due_at"]
 
     by_camera = (await api.http.get("/v1/reviews", params={"batch_id": batch, "camera_id": "cam2"},
@@ -109,6 +111,7 @@ async def test_claim_decide_release_through_the_api(api):
 
     await asyncio.wait_for(api.client.get_workflow_handle(review_id).result(), 30)
     label = await fetch_one(api.pool, "SELECT * FROM review_labels WHERE review_id = %s", review_id)
+    assert label is not None
     assert (label["label"], label["reviewer_name"], label["is_correction"], label["note"]) == (
         "ok", "bob", True, "glare")
     again = await api.http.post(f"/v1/reviews/{review_id}/claim", headers=alice)

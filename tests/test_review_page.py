@@ -5,6 +5,7 @@ reviewers at once get different tasks; the label row lands in Postgres and the w
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 
@@ -13,11 +14,12 @@ import pytest_asyncio
 import uvicorn
 from temporalio.client import WorkflowExecutionStatus
 
-from infra.api_keys import create_key
 from infra.postgres_server import free_port
 from infra.store import put_frame
+from infra.tables.api_keys import create_key
 from tests.frames import jpeg_frame
-from tests.review_support import eventually, fetch_one, review_input
+from tests.polling import eventually
+from tests.review_support import fetch_one, review_input
 from workflows.review_task import ReviewTaskWorkflow
 from workflows.review_types import review_workflow_id
 
@@ -102,7 +104,7 @@ async def test_reviewers_label_frames_with_the_keyboard(api, served, browser):
                                         task_queue=api.settings.orchestration_task_queue)
         mine.add(review_id)
     for review_id in mine:
-        await eventually(lambda: fetch_one(api.pool, "SELECT 1 AS ok FROM review_tasks WHERE review_id = %s",
+        await eventually(functools.partial(fetch_one, api.pool, "SELECT 1 AS ok FROM review_tasks WHERE review_id = %s",
                                            review_id), message="tasks in the queue")
     async with api.pool.connection() as conn:
         other = await create_key(conn, "second reviewer", "reviewer")
@@ -142,13 +144,13 @@ async def test_reviewers_label_frames_with_the_keyboard(api, served, browser):
     expected = ((first_task, "dent", "test reviewer"), (second_task, "unusable", "second reviewer"))
     for review_id, label, reviewer in expected:
         row = await eventually(
-            lambda: fetch_one(api.pool, "SELECT * FROM review_labels WHERE review_id = %s", review_id),
+            functools.partial(fetch_one, api.pool, "SELECT * FROM review_labels WHERE review_id = %s", review_id),
             message="the label row")
         assert (row["label"], row["reviewer_name"], row["predicted_label"]) == (label, reviewer, "scratch")
         assert row["is_correction"] is (label == "dent")
         handle = api.client.get_workflow_handle_for(ReviewTaskWorkflow.run, review_id)
 
-        async def closed():
+        async def closed(handle=handle):
             return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
         await eventually(closed, message=f"{review_id} closed in Temporal")

@@ -1,5 +1,6 @@
 """ReviewTaskWorkflow against real Temporal and real Postgres: claim races, lease expiry and SLA
-escalation (on the time-skipping test server), consensus with adjudication, idempotent creation."""
+escalation (on the session's time-skipping test server), consensus with adjudication, idempotent creation.
+The main flows store their histories (`record_history`) for the replay guard in tests/test_replay.py."""
 
 from __future__ import annotations
 
@@ -10,17 +11,15 @@ from datetime import timedelta
 import pytest
 import pytest_asyncio
 from temporalio import activity, workflow
-from temporalio.api.enums.v1 import EventType, IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.reviews import ReviewActivities
 from infra.settings import Settings
-from infra.temporal import temporal_test_server_path
-from tests.review_support import eventually, fetch_all, fetch_one, insert_batch, review_input
-from workflows import search_attributes as sa
+from tests.polling import eventually
+from tests.review_support import fetch_all, fetch_one, insert_batch, review_input
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput
 from workflows.review_task import ReviewTaskWorkflow, start_review_task
@@ -52,6 +51,13 @@ async def projection(pool, review_id: str) -> dict | None:
     return await fetch_one(pool, "SELECT * FROM review_tasks WHERE review_id = %s", review_id)
 
 
+async def queue_row(pool, review_id: str) -> dict:
+    """The task's row in the review queue, which the test expects by now."""
+    row = await projection(pool, review_id)
+    assert row is not None, f"{review_id} is not in the review queue"
+    return row
+
+
 # ---- on the dev server ----------------------------------------------------------------------------
 
 @pytest_asyncio.fixture
@@ -72,7 +78,8 @@ def test_workflow_ids_are_safe_and_distinct():
         review_workflow_id("f", "because")
 
 
-async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, db_pool, task_queue, review_worker):
+async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, db_pool, task_queue, review_worker,
+                                                                record_history):
     input = review_input()
     await insert_batch(db_pool, input.batch_id)
     handle = await start(temporal_client, task_queue, input)
@@ -107,6 +114,7 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
     assert decided.status == "decided" and decided.final_label == "dent"
     result = await handle.result()
     assert result.final_label == "dent" and result.corrected is True and result.escalated is False
+    await record_history(handle, "review_task_claim_decide")
 
     labels = await fetch_all(db_pool, "SELECT * FROM review_labels WHERE review_id = %s", handle.id)
     assert len(labels) == 1
@@ -114,28 +122,30 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
     assert (row["frame_id"], row["label"], row["reviewer_id"], row["predicted_label"]) == (
         input.frame_id, "dent", winner, "scratch")
     assert row["is_correction"] is True and row["note"] == "bent" and row["model_confidence"] == pytest.approx(0.41)
-    task = await projection(db_pool, handle.id)
+    task = await queue_row(db_pool, handle.id)
     assert (task["status"], task["final_label"], task["corrected"], task["claimed_by"]) == (
         "decided", "dent", True, None)
     batch = await fetch_one(db_pool, "SELECT * FROM batches WHERE batch_id = %s", input.batch_id)
+    assert batch is not None
     assert (batch["reviews_pending"], batch["reviews_decided"], batch["review_corrections"]) == (0, 1, 1)
     # Refused updates never reached history: only the accepted claim and decision are there.
     accepted = [e async for e in handle.fetch_history_events()
                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
     assert len(accepted) == 2
     # Updates against a closed task are refused.
-    with pytest.raises(Exception):
+    with pytest.raises(RPCError, match="completed"):
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest(loser, "x"))
 
 
-async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, task_queue, review_worker):
+async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, task_queue, review_worker,
+                                                     record_history):
     handle = await start(temporal_client, task_queue, review_input(predicted_label="ok"))
     await eventually(lambda: projection(db_pool, handle.id), message="the task in the queue")
     await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-a", "a"))
 
     async def status(expected):
         row = await projection(db_pool, handle.id)
-        return row if row["status"] == expected else None
+        return row if row and row["status"] == expected else None
 
     claimed = await eventually(lambda: status("claimed"), message="claimed in the projection")
     assert claimed["claimed_by"] == "key-a" and claimed["claimed_by_name"] == "a"
@@ -147,9 +157,11 @@ async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, t
     done = await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "unusable"))
     assert done.final_label == "unusable"
     assert (await handle.result()).corrected is False  # unusable is not a correction
+    await record_history(handle, "review_task_release_reclaim")
 
 
-async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, db_pool, task_queue, review_worker):
+async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, db_pool, task_queue, review_worker,
+                                                               record_history):
     input = review_input(reviews_required=2, reason="qa_sample", predicted_label="ok", confidence=0.97)
     await insert_batch(db_pool, input.batch_id)
     handle = await start(temporal_client, task_queue, input)
@@ -169,7 +181,7 @@ async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, 
 
     async def adjudication_listed():
         row = await projection(db_pool, handle.id)
-        return row if row["stage"] == "adjudication" else None
+        return row if row and row["stage"] == "adjudication" else None
 
     listed = await adjudication_listed() or await eventually(adjudication_listed, message="adjudication listed")
     assert sorted(listed["decided_by"]) == ["key-a", "key-b"] and listed["status"] == "pending"
@@ -182,13 +194,14 @@ async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, 
     assert final.status == "decided" and final.final_label == "scratch"
     result = await handle.result()
     assert result.corrected is True and [d.label for d in result.decisions] == ["ok", "scratch", "scratch"]
+    await record_history(handle, "review_task_adjudication")
     labels = await fetch_all(db_pool, "SELECT reviewer_id, label, stage, is_correction FROM review_labels"
                              " WHERE review_id = %s ORDER BY decided_at, label_id", handle.id)
     assert [(r["reviewer_id"], r["label"], r["stage"], r["is_correction"]) for r in labels] == [
         ("key-a", "ok", "review", False), ("key-b", "scratch", "review", True),
         ("key-c", "scratch", "adjudication", True)]
     trained = await fetch_one(db_pool, "SELECT label FROM reviewed_frame_labels WHERE frame_id = %s", input.frame_id)
-    assert trained["label"] == "scratch"
+    assert trained is not None and trained["label"] == "scratch"
 
 
 async def test_consensus_agreement_closes_after_two(temporal_client, db_pool, task_queue, review_worker):
@@ -237,20 +250,6 @@ async def test_creation_is_idempotent(temporal_client, db_pool, task_queue):
 
 # ---- on the time-skipping test server: leases and SLAs measured in minutes and hours ----------------
 
-@pytest_asyncio.fixture(scope="module")
-async def skipping_env():
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=temporal_test_server_path())
-    # The workflow keeps its search attributes current; this server knows only those registered here.
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in sa.ALL},
-    ))
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-
-
 deliveries: list[DeliverWebhookInput] = []
 
 
@@ -265,8 +264,9 @@ async def fake_deliver_webhook(input: DeliverWebhookInput) -> DeliveryResult:
     return DeliveryResult(input.delivery_id, input.subscription_id, 1, 204, 1.0)
 
 
-async def test_claim_lease_expires_and_the_task_returns_to_the_queue(skipping_env, db_pool, task_queue):
-    client = skipping_env.client
+async def test_claim_lease_expires_and_the_task_returns_to_the_queue(time_skipping_env, db_pool, task_queue,
+                                                                     record_history):
+    client = time_skipping_env.client
     async with Worker(client, task_queue=task_queue, workflows=[ReviewTaskWorkflow],
                       activities=review_activities(db_pool, review_claim_lease_seconds=600)):
         handle = await start(client, task_queue, review_input())
@@ -281,12 +281,12 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(skipping_en
         row = await eventually(lambda: row_where(lambda r: r["status"] == "claimed"), message="claim listed")
         assert (row["claim_expires_at"] - row["created_at"]).total_seconds() == pytest.approx(600, abs=5)
 
-        await skipping_env.sleep(timedelta(seconds=300))
+        await time_skipping_env.sleep(timedelta(seconds=300))
         with pytest.raises(WorkflowUpdateFailedError) as refused:  # half-way through, still held
             await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-b", "b"))
         assert refusal(refused.value) == "ClaimHeld"
 
-        await skipping_env.sleep(timedelta(seconds=320))
+        await time_skipping_env.sleep(timedelta(seconds=320))
         state = await handle.query(ReviewTaskWorkflow.state)
         assert state.status == "pending" and state.claimed_by is None
         row = await eventually(lambda: row_where(lambda r: r["status"] == "pending"), message="lease expiry listed")
@@ -298,31 +298,32 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(skipping_en
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-b", "b"))
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "ok"))
         assert (await handle.result()).final_label == "ok"
+        await record_history(handle, "review_task_lease_expiry")
 
 
-async def test_sla_passes_and_the_task_escalates(skipping_env, db_pool, task_queue):
-    client = skipping_env.client
+async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, task_queue, record_history):
+    client = time_skipping_env.client
     deliveries.clear()
     async with Worker(client, task_queue=task_queue, workflows=[ReviewTaskWorkflow, WebhookDeliveryWorkflow],
-                      activities=review_activities(db_pool, review_sla_seconds={"normal": 14400.0, "high": 3600.0},
-                                                   review_escalation_webhook_url="http://hooks.test/escalations")
-                      + [fake_ensure_subscription, fake_deliver_webhook]):
+                      activities=[*review_activities(db_pool, review_sla_seconds={"normal": 14400.0, "high": 3600.0},
+                                                     review_escalation_webhook_url="http://hooks.test/escalations"),
+                                  fake_ensure_subscription, fake_deliver_webhook]):
         input = review_input(priority="high")
         await insert_batch(db_pool, input.batch_id)
         handle = await start(client, task_queue, input)
         await eventually(lambda: projection(db_pool, handle.id), message="the task in the queue")
-        row = await projection(db_pool, handle.id)
+        row = await queue_row(db_pool, handle.id)
         assert row["priority"] == 2 and not row["escalated"]
         assert (row["sla_due_at"] - row["created_at"]).total_seconds() == pytest.approx(3600, abs=5)
 
-        await skipping_env.sleep(timedelta(seconds=3500))
+        await time_skipping_env.sleep(timedelta(seconds=3500))
         assert (await handle.query(ReviewTaskWorkflow.state)).escalated is False
 
-        await skipping_env.sleep(timedelta(seconds=200))
+        await time_skipping_env.sleep(timedelta(seconds=200))
 
         async def escalated():
             r = await projection(db_pool, handle.id)
-            return r if r["escalated"] else None
+            return r if r and r["escalated"] else None
 
         row = await eventually(escalated, message="escalation listed")
         assert row["priority"] == 3 and row["status"] == "pending" and row["escalated_at"] is not None
@@ -336,6 +337,7 @@ async def test_sla_passes_and_the_task_escalates(skipping_env, db_pool, task_que
         assert deliveries[0].event == "review.escalated" and deliveries[0].payload["review_id"] == handle.id
         batch = await fetch_one(db_pool, "SELECT reviews_escalated, reviews_pending FROM batches WHERE batch_id = %s",
                                 input.batch_id)
+        assert batch is not None
         assert (batch["reviews_escalated"], batch["reviews_pending"]) == (1, 1)
 
         # Escalated tasks stay reviewable.
@@ -343,3 +345,4 @@ async def test_sla_passes_and_the_task_escalates(skipping_env, db_pool, task_que
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-a", "scratch"))
         result = await handle.result()
         assert result.escalated is True and result.final_label == "scratch" and len(deliveries) == 1
+        await record_history(handle, "review_task_sla_escalation")

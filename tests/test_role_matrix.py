@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.api_keys import ROLES
+from infra.tables.api_keys import ROLES
 
 ALL = set(ROLES)
 PUBLIC = "public"

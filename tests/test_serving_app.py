@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from infra.store import put_frame
-from vision.camera import generate_frames
 from serving.client import ServingClient, ServingError
-from tests.conftest import wait_until
+from tests.polling import wait_until
+from vision.camera import generate_frames
 
 # The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
 pytest_plugins = ["tests.serving_fixtures"]
@@ -28,7 +28,7 @@ async def test_frames_are_classified_by_the_production_version(serving_url, mode
     assert response.model_version == production_model.version
     assert response.backend == "onnxruntime" and response.rejections == []
     assert [p.frame_id for p in response.predictions] == [k for k, _ in keys]
-    correct = sum(p.label == f.label for p, f in zip(response.predictions, frames))
+    correct = sum(p.label == f.label for p, f in zip(response.predictions, frames, strict=True))
     assert correct >= 0.65 * len(frames)
     for p in response.predictions:
         assert abs(sum(p.probabilities.values()) - 1) < 1e-3 and p.confidence == max(p.probabilities.values())
@@ -48,7 +48,8 @@ async def test_bad_frames_are_rejected_with_a_reason_and_the_rest_still_classifi
     reasons = {r.frame_id: r.reason for r in response.rejections}
     assert set(reasons) == {"corrupt", "missing", "tiny", "badkey"}
     assert "not an image" in reasons["corrupt"] or "corrupt" in reasons["corrupt"]
-    assert "not found" in reasons["missing"] and "too small" in reasons["tiny"] and "invalid object key" in reasons["badkey"]
+    assert "not found" in reasons["missing"] and "too small" in reasons["tiny"]
+    assert "invalid object key" in reasons["badkey"]
 
 
 async def test_errors_say_whether_a_retry_can_help(serving_url, registry):
@@ -81,14 +82,14 @@ def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, 
     import httpx
     from ray import serve
 
-    from serving.app import APP_NAME, build_app
+    from serving.app import APP_NAME, AppOptions, build_app
 
     keys = _put(model_store, generate_frames("reconf-line", 12, seed=24))
     body = {"frames": [{"frame_id": f, "object_key": k} for f, k in keys], "model": "production"}
     before = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
     assert before["timings"]["batch_frames"] == 12
     try:
-        serve.run(build_app(serving_config_for, batch={"max_batch_size": 4}), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(serving_config_for, AppOptions(max_batch_size=4)), name=APP_NAME, route_prefix="/")
 
         def small_batches():
             r = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
@@ -98,14 +99,15 @@ def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, 
         assert len(after["predictions"]) == 12
         assert [p["label"] for p in after["predictions"]] == [p["label"] for p in before["predictions"]]
     finally:
-        serve.run(build_app(serving_config_for), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(serving_config_for, AppOptions()), name=APP_NAME, route_prefix="/")
 
 
 async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(serving_url, registry, model_store,
                                                                                trained_model, production_model):
     from vision.publishing import register_trained
 
-    second = register_trained(registry, model_store, trained_model, parent_version=production_model.version, created_by="tests")
+    second = register_trained(registry, model_store, trained_model, parent_version=production_model.version,
+                              created_by="tests")
     keys = _put(model_store, generate_frames("multi-line", 4, seed=25))
     async with ServingClient(serving_url) as client:
         by_version = await client.classify(keys, model=second.version)

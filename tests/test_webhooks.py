@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from activities.webhooks import WebhookActivities
 from infra.postgres_server import free_port
+from infra.tables.webhook_subscriptions import ensure_subscription, get_subscription_by_url, rotate_secret, set_disabled
 from infra.webhook_signatures import encode_body, sign, verify
-from infra.webhook_subscriptions import ensure_subscription, get_subscription_by_url, rotate_secret, set_disabled
-from tests.webhook_receiver import Receiver
 from tests.stand_in_workflows import AlertingParentInput, AlertingParentWorkflow
+from tests.webhook_receiver import Receiver
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import WebhookDeliveryInput, WebhookRetry, webhook_workflow_id
 
@@ -43,7 +43,8 @@ async def webhook_worker(temporal_client, db_pool, task_queue):
 
 async def _log_rows(db_pool, delivery_id: str) -> list[dict]:
     async with db_pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM webhook_deliveries WHERE delivery_id = %s ORDER BY attempt", (delivery_id,))
+        cur = await conn.execute("SELECT * FROM webhook_deliveries WHERE delivery_id = %s ORDER BY attempt",
+                                 (delivery_id,))
         return await cur.fetchall()
 
 
@@ -107,7 +108,7 @@ async def test_429_is_retried_but_a_404_stops_at_once(temporal_client, db_pool, 
                 task_queue=task_queue,
             )
         assert len(receiver.requests) == 2, "the 404 must not be retried"
-    assert "rejected the delivery" in str(failure.value.cause.cause)
+    assert "rejected the delivery" in str(failure.value.cause.__cause__)
     rows = await _log_rows(db_pool, delivery_id)
     assert [(r["attempt"], r["status_code"]) for r in rows] == [(1, 429), (2, 404)]
     # 429 carried Retry-After: 1, which replaces the 0.2 s backoff.
@@ -146,7 +147,7 @@ async def test_disabled_subscription_fails_without_retrying(temporal_client, db_
             again, created_again = await ensure_subscription(conn, receiver.url)
             assert created and not created_again and again.secret == subscription.secret
             rotated = await rotate_secret(conn, subscription.subscription_id)
-            assert rotated.secret != subscription.secret and rotated.rotated_at is not None
+            assert rotated is not None and rotated.secret != subscription.secret and rotated.rotated_at is not None
             await set_disabled(conn, subscription.subscription_id, True)
         delivery_id = f"d-{uuid.uuid4().hex[:8]}"
         with pytest.raises(WorkflowFailureError) as failure:
@@ -156,7 +157,7 @@ async def test_disabled_subscription_fails_without_retrying(temporal_client, db_
                 id=webhook_workflow_id(delivery_id), task_queue=task_queue,
             )
         assert receiver.requests == []
-    assert "disabled" in str(failure.value.cause.cause)
+    assert "disabled" in str(failure.value.cause.__cause__)
 
 
 async def test_invalid_url_fails_without_retrying(temporal_client, task_queue, webhook_worker):
@@ -167,7 +168,7 @@ async def test_invalid_url_fails_without_retrying(temporal_client, task_queue, w
             WebhookDeliveryInput(delivery_id, "ftp://example.invalid/x", "defect.detected", {}, FAST),
             id=webhook_workflow_id(delivery_id), task_queue=task_queue,
         )
-    assert "http://" in str(failure.value.cause.cause)
+    assert "http://" in str(failure.value.cause.__cause__)
 
 
 def test_webhooks_cli_prints_the_secret_the_signature_uses(postgres_url, monkeypatch):

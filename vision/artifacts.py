@@ -60,7 +60,8 @@ class Manifest:
         processing = Processing(classes=tuple(d["classes"]), input_size=int(d["input_size"]),
                                 mean=tuple(d["normalization"]["mean"]), std=tuple(d["normalization"]["std"]))
         return cls(d["version"], d["architecture"], processing, d["files"], d.get("metrics", {}),
-                   d.get("parent_version"), d.get("dataset_snapshot_id"), d.get("training", {}), d.get("created_at", ""))
+                   d.get("parent_version"), d.get("dataset_snapshot_id"), d.get("training", {}),
+                   d.get("created_at", ""))
 
 
 def publish(store: ObjectStore, version: str, architecture: str, processing: Processing, files: dict[str, bytes],

@@ -111,7 +111,8 @@ def _surface(rng: random.Random, nrng: np.random.Generator, size: int) -> np.nda
     tone = np.array([rng.uniform(150, 185), rng.uniform(155, 190), rng.uniform(165, 200)], dtype=np.float32)
     streak = nrng.normal(0, 1, (size, 1)).astype(np.float32)
     streak = np.repeat(streak, size, axis=1)
-    streak = np.array(Image.fromarray(((streak * 20) + 128).clip(0, 255).astype(np.uint8)).filter(ImageFilter.BoxBlur(1)), np.float32) - 128
+    streak_image = Image.fromarray(((streak * 20) + 128).clip(0, 255).astype(np.uint8))
+    streak = np.array(streak_image.filter(ImageFilter.BoxBlur(1)), np.float32) - 128
     if rng.random() < 0.5:
         streak = streak.T
     shade = np.linspace(-10, 10, size, dtype=np.float32)[None, :] * rng.choice((-1, 1))
@@ -134,11 +135,13 @@ def _draw_scratch(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
         length = r * rng.uniform(0.8, 1.3)
         if style == "changed":
             # A new supplier: short, dense, wavy scuffs instead of long straight scratches.
-            pts = [(x0 + t * length * 0.5 * math.cos(a) + 3 * math.sin(t * 12), y0 + t * length * 0.5 * math.sin(a)) for t in np.linspace(-1, 1, 16)]
+            pts = [(x0 + t * length * 0.5 * math.cos(a) + 3 * math.sin(t * 12), y0 + t * length * 0.5 * math.sin(a))
+                   for t in np.linspace(-1, 1, 16)]
             draw.line(pts, fill=255, width=2)
         else:
             draw.line([(x0 - length / 2 * math.cos(a), y0 - length / 2 * math.sin(a)),
-                       (x0 + length / 2 * math.cos(a), y0 + length / 2 * math.sin(a))], fill=255, width=rng.choice((2, 3)))
+                       (x0 + length / 2 * math.cos(a), y0 + length / 2 * math.sin(a))],
+                      fill=255, width=rng.choice((2, 3)))
     m = np.asarray(layer, np.float32)[:, :, None] / 255
     colour = 235.0 if style == "standard" else 70.0  # bright groove vs a dark scuff
     img[:] = img * (1 - m) + colour * m

@@ -1,11 +1,11 @@
-"""CLI commands of the serving part, mounted into `sightline` by infra.cli:
+"""CLI commands of the generated camera and the model registry, mounted into `sightline` by infra.cli:
 `sightline camera ...` and `sightline model bootstrap|list|promote|history`."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,8 +13,13 @@ from rich.table import Table
 
 from vision.camera import CLASSES, Conditions, generate_frames, write_frames
 
+if TYPE_CHECKING:
+    from infra.store import ObjectStore
+    from vision.registry import ModelRegistry
+
 console = Console()
-model_app = typer.Typer(help="The model registry: train the first version, list versions, move aliases.", no_args_is_help=True)
+model_app = typer.Typer(help="The model registry: train the first version, list versions, move aliases.",
+                        no_args_is_help=True)
 
 
 def camera_command(
@@ -33,17 +38,19 @@ def camera_command(
     """Generate frames from a simulated inspection-line camera (deterministic by seed)."""
     try:
         gains = tuple(float(v) for v in tint.split(","))
+        if len(gains) != 3:
+            raise ValueError(f"--tint takes three channel gains R,G,B, not {tint!r}")
         conditions = Conditions(brightness=brightness, blur=blur, noise=noise, viewpoint_shift=viewpoint_shift,
-                                tint=gains, defect_style=defect_style)  # type: ignore[arg-type]
+                                tint=gains, defect_style=defect_style)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     frames = generate_frames(camera_id, count, seed, conditions)
     labels = write_frames(frames, out, quality)
-    counts = {c: sum(f.label == c for f in frames) for c in CLASSES}
-    console.print(f"wrote {len(frames)} frames to {out} ({', '.join(f'{c} {n}' for c, n in counts.items())}); labels in {labels}")
+    counts = ", ".join(f"{c} {sum(f.label == c for f in frames)}" for c in CLASSES)
+    console.print(f"wrote {len(frames)} frames to {out} ({counts}); labels in {labels}")
 
 
-def _registry_and_store():
+def _registry_and_store() -> tuple[ModelRegistry, ObjectStore]:
     from infra.db import apply_migrations
     from infra.settings import get_settings
     from infra.stack_urls import database_url
@@ -76,14 +83,16 @@ def bootstrap_command(
                             eval_frames=eval_frames, seed=seed, time_budget_s=time_budget)
     started = time.monotonic()
     version = bootstrap(registry, store, config, promote=promote,
-                        progress=lambda p: console.print(f"epoch {p['epoch']}/{p['epochs']} loss {p['loss']} ({p['elapsed_s']}s)"))
+                        progress=lambda p: console.print(f"epoch {p['epoch']}/{p['epochs']} loss {p['loss']} "
+                                                         f"({p['elapsed_s']}s)"))
     m = version.metrics
-    console.print(f"registered {version.version} ({architecture}, {input_size}px) in {time.monotonic() - started:.0f}s; "
-                  f"aliases: {', '.join(version.aliases) or 'none'}")
+    console.print(f"registered {version.version} ({architecture}, {input_size}px) in "
+                  f"{time.monotonic() - started:.0f}s; aliases: {', '.join(version.aliases) or 'none'}")
     console.print(f"held-out accuracy: {m['held_out_accuracy']:.4f} on {m['held_out_frames']} frames "
                   f"(per class: {m['held_out_per_class_accuracy']})")
     if m.get("stopped_early"):
-        console.print(f"[yellow]training stopped early at the {time_budget:.0f}s budget after {m['steps']} steps[/yellow]")
+        console.print(f"[yellow]training stopped early at the {time_budget:.0f}s budget "
+                      f"after {m['steps']} steps[/yellow]")
 
 
 @model_app.command("list")
@@ -91,10 +100,11 @@ def list_command() -> None:
     """Registered model versions with their aliases and held-out accuracy."""
     registry, _ = _registry_and_store()
     table = Table("version", "architecture", "aliases", "held-out accuracy", "parent", "dataset", "created")
-    for v in registry.list():
+    for v in registry.list_versions():
         acc = v.metrics.get("held_out_accuracy")
         table.add_row(v.version, v.architecture, ", ".join(v.aliases), f"{acc:.4f}" if acc is not None else "-",
-                      v.parent_version or "-", v.dataset_snapshot_id or "-", v.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+                      v.parent_version or "-", v.dataset_snapshot_id or "-",
+                      v.created_at.strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
 
 

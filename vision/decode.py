@@ -72,9 +72,8 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> DecodedFrame:
         raise FrameRejected("not an image: the file is not a JPEG, PNG or WebP") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise FrameRejected(f"corrupt image: {exc}") from None
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return DecodedFrame(pixels=np.asarray(image), format=fmt, width=width, height=height)
+    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return DecodedFrame(pixels=pixels, format=fmt, width=width, height=height)
 
 
 def decode_frame(data: bytes, max_pixels: int = 40_000_000) -> DecodedFrame:

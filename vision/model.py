@@ -41,6 +41,9 @@ def weights_bytes(model: torch.nn.Module) -> bytes:
 class PixelInput(torch.nn.Module):
     """uint8 NHWC RGB -> float NCHW, scaled to 0..1 and standardised with the manifest's mean and std."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, processing: Processing) -> None:
         super().__init__()
         mean = torch.tensor(processing.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -68,6 +71,6 @@ def export_onnx(model: torch.nn.Module, processing: Processing) -> bytes:
         model, (example,), dynamo=True, input_names=["pixels"], output_names=["logits"],
         dynamic_shapes=({0: batch},), external_data=False, verbose=False,
     )
-    buf = io.BytesIO()
-    program.save(buf)
-    return buf.getvalue()
+    if program is None:  # only the legacy exporter (dynamo=False) answers None
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
+    return program.model_proto.SerializeToString()

@@ -33,5 +33,5 @@ def bootstrap(registry: ModelRegistry, store: ObjectStore, config: TrainingConfi
     registered = register_trained(registry, store, result, None, created_by)
     if promote and "production" not in registry.aliases():
         registry.set_alias("production", registered.version, created_by, "bootstrap: first trained version")
-        registered = registry.get(registered.version)
+        registered = registry.resolve(registered.version)  # now with its alias
     return registered

@@ -33,7 +33,7 @@ def quality_features_batch(rgb: np.ndarray) -> list[dict[str, float]]:
         r, g, b, _ = cv2.mean(rgb[i])
         table[i] = (mean[0, 0], std[0, 0], lap_std[0, 0] ** 2 * (10.0 / 255.0), cv2.mean(saturation[i])[0], r, g, b)
     table *= 1.0 / 255.0
-    return [dict(zip(FEATURES, row)) for row in table.round(4).tolist()]
+    return [dict(zip(FEATURES, row, strict=True)) for row in table.round(4).tolist()]
 
 
 def quality_features(rgb: np.ndarray) -> dict[str, float]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 
 ALIASES = ("production", "candidate", "shadow")
@@ -30,7 +31,7 @@ class ModelVersion:
     manifest_sha256: str
     parent_version: str | None
     dataset_snapshot_id: str | None
-    metrics: dict
+    metrics: dict[str, Any]
     created_by: str
     created_at: datetime
     aliases: list[str] = field(default_factory=list)
@@ -56,37 +57,39 @@ class ModelRegistry:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection[DictRow]:
         return psycopg.connect(self.database_url, row_factory=dict_row, autocommit=True)
 
     def reserve_version(self) -> tuple[str, int]:
         """A fresh version name; a sequence, so two trainers never get the same one (gaps are fine)."""
         with self._connect() as conn:
-            number = conn.execute("SELECT nextval('model_version_number') AS n").fetchone()["n"]
-        return f"v{number}", int(number)
+            [row] = conn.execute("SELECT nextval('model_version_number') AS n").fetchall()
+        number = int(row["n"])
+        return f"v{number}", number
 
     def register(self, version: str, number: int, architecture: str, manifest_key: str, manifest_sha256: str,
                  parent_version: str | None = None, dataset_snapshot_id: str | None = None,
-                 metrics: dict | None = None, created_by: str = "") -> ModelVersion:
+                 metrics: dict[str, Any] | None = None, created_by: str = "") -> ModelVersion:
+        # A new version has no aliases yet: the inserted row is the whole ModelVersion.
         with self._connect() as conn:
-            conn.execute(
+            [registered] = conn.cursor(row_factory=class_row(ModelVersion)).execute(
                 """INSERT INTO model_versions (version, number, architecture, manifest_key, manifest_sha256,
                        parent_version, dataset_snapshot_id, metrics, created_by)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
                 (version, number, architecture, manifest_key, manifest_sha256, parent_version,
                  dataset_snapshot_id, Jsonb(metrics or {}), created_by),
-            )
-        return self.get(version)
+            ).fetchall()
+        return registered
 
     def get(self, version: str) -> ModelVersion | None:
         with self._connect() as conn:
-            row = conn.execute(_SELECT + " WHERE v.version = %s GROUP BY v.version", (version,)).fetchone()
-        return ModelVersion(**row) if row else None
+            versions = conn.cursor(row_factory=class_row(ModelVersion))
+            return versions.execute(_SELECT + " WHERE v.version = %s GROUP BY v.version", (version,)).fetchone()
 
-    def list(self) -> list[ModelVersion]:
+    def list_versions(self) -> list[ModelVersion]:
         with self._connect() as conn:
-            rows = conn.execute(_SELECT + " GROUP BY v.version ORDER BY v.number").fetchall()
-        return [ModelVersion(**r) for r in rows]
+            versions = conn.cursor(row_factory=class_row(ModelVersion))
+            return versions.execute(_SELECT + " GROUP BY v.version ORDER BY v.number").fetchall()
 
     def aliases(self) -> dict[str, str]:
         with self._connect() as conn:
@@ -128,14 +131,15 @@ class ModelRegistry:
                     (alias, version),
                 )
             conn.execute(
-                "INSERT INTO model_alias_history (alias, from_version, to_version, changed_by, reason) VALUES (%s, %s, %s, %s, %s)",
+                """INSERT INTO model_alias_history (alias, from_version, to_version, changed_by, reason)
+                   VALUES (%s, %s, %s, %s, %s)""",
                 (alias, previous, version, changed_by, reason),
             )
         return previous
 
     def alias_history(self, alias: str | None = None) -> list[AliasChange]:
         with self._connect() as conn:
-            rows = conn.execute(
+            changes = conn.cursor(row_factory=class_row(AliasChange))
+            return changes.execute(
                 "SELECT alias, from_version, to_version, changed_by, reason, changed_at FROM model_alias_history"
                 " WHERE %(a)s::text IS NULL OR alias = %(a)s ORDER BY id", {"a": alias}).fetchall()
-        return [AliasChange(**r) for r in rows]

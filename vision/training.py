@@ -92,7 +92,8 @@ def predict_logits(model: torch.nn.Module, processing: Processing, x: np.ndarray
 
 def evaluate(model: torch.nn.Module, processing: Processing, x: np.ndarray, y: np.ndarray) -> dict:
     pred = predict_logits(model, processing, x).argmax(axis=1)
-    per_class = {c: round(float((pred[y == k] == k).mean()), 4) for k, c in enumerate(processing.classes) if (y == k).any()}
+    per_class = {c: round(float((pred[y == k] == k).mean()), 4)
+                 for k, c in enumerate(processing.classes) if (y == k).any()}
     return {"accuracy": round(float((pred == y).mean()), 4), "per_class_accuracy": per_class, "frames": len(y)}
 
 
@@ -119,10 +120,13 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
     started = time.monotonic()
 
     train_x, train_y = frames_to_arrays(
-        generate_frames(config.camera_id, config.train_frames, config.seed, config.conditions, config.classes), processing)
+        generate_frames(config.camera_id, config.train_frames, config.seed, config.conditions, config.classes),
+        processing)
     # Held out: another camera id and seed, so no frame can appear in both sets.
     eval_x, eval_y = frames_to_arrays(
-        generate_frames(f"{config.camera_id}-holdout", config.eval_frames, config.seed + 10_000, NORMAL, config.classes), processing)
+        generate_frames(f"{config.camera_id}-holdout", config.eval_frames, config.seed + 10_000, NORMAL,
+                        config.classes),
+        processing)
     generate_s = time.monotonic() - started
 
     model = build_model(config.architecture, len(config.classes))
@@ -134,7 +138,8 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
     steps_per_epoch = max(1, len(train_x) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total_steps,
+                                                   pct_start=0.2)
 
     pixel_input = PixelInput(processing)
     step, stopped_early, loss_value = 0, False, float("nan")

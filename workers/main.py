@@ -12,10 +12,11 @@ from infra.log import configure_logging, get_logger
 from infra.settings import get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
-from infra.temporal import connect
+from infra.temporal import connect, ensure_search_attributes
 from serving.client import ServingClient
 from workers.inference import inference_worker
 from workers.orchestration import orchestration_worker
+from workflows import search_attributes as sa
 
 log = get_logger(__name__)
 
@@ -25,6 +26,7 @@ async def run_worker() -> None:
     url = database_url(settings)
     apply_migrations(url)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
+    await ensure_search_attributes(client, settings.temporal_namespace, sa.ALL)
     store = store_from_settings(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

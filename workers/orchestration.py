@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -12,6 +11,7 @@ from activities.batch_records import BatchActivities
 from activities.predictions import PredictionActivities
 from activities.reviews import ReviewActivities
 from activities.webhooks import WebhookActivities
+from infra.db import DbPool
 from infra.settings import Settings
 from infra.store import ObjectStore
 from workflows.alert_delivery import WebhookDeliveryWorkflow
@@ -29,7 +29,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow]
 
 
-def orchestration_worker(client: Client, pool: AsyncConnectionPool, store: ObjectStore, settings: Settings) -> Worker:
+def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, settings: Settings) -> Worker:
     batches = BatchActivities(pool, store, settings.max_frame_pixels)
     predictions = PredictionActivities(pool)
     # One client for the worker's life: connection reuse across deliveries to the same receivers.

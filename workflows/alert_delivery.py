@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -21,12 +20,10 @@ from workflows.alert_types import (
     WebhookRetry,
     webhook_workflow_id,
 )
+from workflows.policies import DB_RETRY, DB_TIMEOUT, webhook_retry
 
 with workflow.unsafe.imports_passed_through():
     from activities.webhooks import WebhookActivities
-
-_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-
 
 @workflow.defn
 class WebhookDeliveryWorkflow:
@@ -35,8 +32,8 @@ class WebhookDeliveryWorkflow:
         subscription_id = await workflow.execute_activity_method(
             WebhookActivities.ensure_webhook_subscription,
             EnsureSubscriptionInput(input.url),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_DB_RETRY,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
         r = input.retry
         return await workflow.execute_activity_method(
@@ -45,15 +42,8 @@ class WebhookDeliveryWorkflow:
             # The request timeout plus room to write the delivery log row.
             start_to_close_timeout=timedelta(seconds=r.request_timeout_s + 20),
             schedule_to_close_timeout=timedelta(seconds=r.expiry_s),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=r.initial_interval_s),
-                backoff_coefficient=r.backoff_coefficient,
-                maximum_interval=timedelta(seconds=r.maximum_interval_s),
-                maximum_attempts=r.maximum_attempts,
-                non_retryable_error_types=[
-                    "WebhookRejected", "WebhookSubscriptionMissing", "WebhookSubscriptionDisabled", "InvalidWebhookUrl",
-                ],
-            ),
+            retry_policy=webhook_retry(r.initial_interval_s, r.backoff_coefficient, r.maximum_interval_s,
+                                       r.maximum_attempts),
         )
 
 

@@ -4,11 +4,22 @@ their bytes stay in the object store, so a batch's history stays small whatever 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 WORKFLOW_NAME = "FrameBatchWorkflow"
 
 # Camera, site and idempotency keys become parts of workflow ids and object keys: keep them plain.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class BatchStatus(StrEnum):
+    """A batch's life, as its Postgres row, its search attribute and the API show it."""
+
+    RECEIVED = "received"        # accepted by the API, workflow not yet running
+    RUNNING = "running"
+    CLASSIFYING = "classifying"  # progress query and search attribute only; the row stays 'running'
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 def batch_workflow_id(camera_id: str, idempotency_key: str) -> str:

@@ -9,18 +9,18 @@ sequence number and the epoch that make child ids unique.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 from workflows import search_attributes as sa
 from workflows.batch_types import WORKFLOW_NAME as BATCH_WORKFLOW
-from workflows.batch_types import FrameBatchInput, SubmittedFrame
+from workflows.batch_types import BatchStatus, FrameBatchInput, SubmittedFrame
 from workflows.camera_stream_types import (
     CLOSE_SIGNAL,
     FRAME_SIGNAL,
@@ -35,13 +35,14 @@ from workflows.camera_stream_types import (
 
 @workflow.defn
 class CameraStreamWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, input: CameraStreamInput) -> None:
         self._pending: list[CameraFrame] = []
         self._arrived: list[float] = []
         self._closing = False
         self._batches_this_run = 0
-        self._last_batch_id: str | None = None
-        self._input: CameraStreamInput | None = None
+        self._last_batch_id: str | None = input.last_batch_id
+        self._input = input
 
     @workflow.signal(name=FRAME_SIGNAL)
     def frame(self, frame: CameraFrame) -> None:
@@ -57,11 +58,11 @@ class CameraStreamWorkflow:
     def status(self) -> CameraStreamStatus:
         i = self._input
         return CameraStreamStatus(
-            camera_id=i.camera_id if i else "",
-            stream_epoch=i.stream_epoch if i else "",
+            camera_id=i.camera_id,
+            stream_epoch=i.stream_epoch,
             pending=len(self._pending),
-            next_seq=i.next_seq if i else 0,
-            batches_started=i.batches_started if i else 0,
+            next_seq=i.next_seq,
+            batches_started=i.batches_started,
             batches_this_run=self._batches_this_run,
             last_batch_id=self._last_batch_id,
             closing=self._closing,
@@ -105,9 +106,8 @@ class CameraStreamWorkflow:
         # signalled while this task completes make the server reject the completion, and the replay
         # that follows includes them in what is carried.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(
-            replace(input, pending=list(self._pending), pending_arrived_at=list(self._arrived))
-        )
+        workflow.continue_as_new(replace(input, pending=list(self._pending), pending_arrived_at=list(self._arrived),
+                                         last_batch_id=self._last_batch_id))
 
     def _batch_full(self) -> bool:
         return len(self._pending) >= self._input.max_frames
@@ -131,12 +131,10 @@ class CameraStreamWorkflow:
         remaining = self._arrived[0] + self._input.max_wait_seconds - workflow.now().timestamp()
         if remaining <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self._batch_full() or self._closing, timeout=timedelta(seconds=remaining)
             )
-        except asyncio.TimeoutError:
-            pass
 
     async def _start_batch(self) -> None:
         input = self._input
@@ -162,9 +160,9 @@ class CameraStreamWorkflow:
                 # ABANDON: the stream neither waits for its batches nor takes them down when it continues as new.
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 search_attributes=TypedSearchAttributes([
-                    sa.CAMERA.value_set(input.camera_id),
-                    sa.SITE.value_set(input.site_id),
-                    sa.STATUS.value_set("received"),
+                    SearchAttributePair(sa.CAMERA, input.camera_id),
+                    SearchAttributePair(sa.SITE, input.site_id),
+                    SearchAttributePair(sa.STATUS, BatchStatus.RECEIVED.value),
                 ]),
             )
         except WorkflowAlreadyStartedError:

@@ -52,6 +52,7 @@ class CameraStreamInput:
     stream_epoch: str = ""
     next_seq: int = 0
     batches_started: int = 0
+    last_batch_id: str | None = None
     pending: list[CameraFrame] = field(default_factory=list)
     pending_arrived_at: list[float] = field(default_factory=list)  # workflow time, seconds since epoch
 

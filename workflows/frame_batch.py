@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import SearchAttributeUpdate
 
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
 from workflows.batch_types import (
     BatchProgress,
+    BatchStatus,
     CompleteBatchInput,
     FrameBatchInput,
     FrameBatchResult,
@@ -30,6 +32,7 @@ from workflows.inference_types import (
     FramePrediction,
     RecordPredictionsInput,
 )
+from workflows.policies import DB_RETRY, DB_TIMEOUT, SERVING_RETRY, SERVING_TIMEOUT
 from workflows.review_task import start_review_task
 from workflows.review_types import ReviewTaskInput
 
@@ -38,10 +41,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.inference import InferenceActivities
     from activities.predictions import PredictionActivities
 
-_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-# Serving may be restarting or scaling; keep trying for a while, then fail the batch visibly.
-_SERVING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
-                             maximum_attempts=30)
 
 
 def route_frames(
@@ -63,7 +62,7 @@ def route_frames(
 @workflow.defn
 class FrameBatchWorkflow:
     def __init__(self) -> None:
-        self._status = "received"
+        self._status: str = BatchStatus.RECEIVED
         self._total = 0
         self._validated = 0
         self._classified = 0
@@ -79,12 +78,12 @@ class FrameBatchWorkflow:
     @workflow.run
     async def run(self, input: FrameBatchInput) -> FrameBatchResult:
         self._total = total = len(input.frames)
-        self._set_status("running")
+        self._set_status(BatchStatus.RUNNING)
         await workflow.execute_activity_method(
             BatchActivities.record_batch,
             RecordBatchInput(input.batch_id, input.camera_id, input.site_id, workflow.info().run_id, input.frames),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=_DB_RETRY,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
 
         results = await asyncio.gather(
@@ -95,7 +94,7 @@ class FrameBatchWorkflow:
                     start_to_close_timeout=timedelta(minutes=5),
                     # A killed worker's chunk is retried after this, not after the whole timeout.
                     heartbeat_timeout=timedelta(seconds=10),
-                    retry_policy=_DB_RETRY,
+                    retry_policy=DB_RETRY,
                 )
                 for start in range(0, total, input.chunk_size)
             )
@@ -110,7 +109,7 @@ class FrameBatchWorkflow:
         unclassifiable: list[FrameOutcome] = []  # passed validation, refused by the preprocessor
         # Batches started before classification existed replay without it.
         if accepted and workflow.patched("classify-and-route"):
-            self._set_status("classifying")
+            self._set_status(BatchStatus.CLASSIFYING)
             classified = await self._classify(input, accepted)
             for result in classified:
                 predictions += result.predictions
@@ -120,8 +119,8 @@ class FrameBatchWorkflow:
                 await workflow.execute_activity_method(
                     PredictionActivities.record_predictions,
                     RecordPredictionsInput(input.batch_id, predictions),
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=_DB_RETRY,
+                    start_to_close_timeout=DB_TIMEOUT,
+                    retry_policy=DB_RETRY,
                 )
             self._classified = len(predictions)
             routes = route_frames(predictions, input.rules, [workflow.random().random() for _ in predictions])
@@ -130,19 +129,20 @@ class FrameBatchWorkflow:
 
         await workflow.execute_activity_method(
             BatchActivities.complete_batch,
-            CompleteBatchInput(input.batch_id, "completed", model_version, routes, unclassifiable),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=_DB_RETRY,
+            CompleteBatchInput(input.batch_id, BatchStatus.COMPLETED, model_version, routes, unclassifiable),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
         defects = sum(1 for r in routes if r.route == "alert")
-        updates = [sa.STATUS.value_set("completed"), sa.DEFECT_COUNT.value_set(defects)]
+        updates: list[SearchAttributeUpdate[Any]] = [sa.STATUS.value_set(BatchStatus.COMPLETED),
+                                                     sa.DEFECT_COUNT.value_set(defects)]
         if model_version:
             updates.append(sa.MODEL_VERSION.value_set(model_version))
-        self._status = "completed"
+        self._status = BatchStatus.COMPLETED
         workflow.upsert_search_attributes(updates)
         return FrameBatchResult(
             batch_id=input.batch_id,
-            status="completed",
+            status=BatchStatus.COMPLETED,
             frame_count=total,
             accepted=len(accepted) - len(unclassifiable),
             rejected=len(rejected) + len(unclassifiable),
@@ -162,8 +162,8 @@ class FrameBatchWorkflow:
                         InferenceActivities.classify_frames,
                         ClassifyFramesInput(input.batch_id, chunk, input.model_alias),
                         task_queue=input.inference_task_queue,
-                        start_to_close_timeout=timedelta(minutes=2),
-                        retry_policy=_SERVING_RETRY,
+                        start_to_close_timeout=SERVING_TIMEOUT,
+                        retry_policy=SERVING_RETRY,
                     )
                     for chunk in chunks
                 )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from workflows.batch_types import FrameOutcome, FrameRef
 
+
 @dataclass
 class ClassifyFramesInput:
     batch_id: str

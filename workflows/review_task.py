@@ -15,29 +15,19 @@ listing projection) through activities, in order, each write carrying a growing 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
+from workflows.failures import ReviewRefusal
+from workflows.policies import DB_RETRY, DB_TIMEOUT
 from workflows.review_types import (
-    CLAIMED,
-    DECIDED,
-    ERR_ALREADY_REVIEWED,
-    ERR_CLAIM_HELD,
-    ERR_DECIDED,
-    ERR_INVALID_LABEL,
-    ERR_INVALID_REQUEST,
-    ERR_NOT_CLAIM_HOLDER,
-    ERR_OPENING,
     MAX_PRIORITY,
-    PENDING,
-    STAGE_ADJUDICATION,
-    STAGE_REVIEW,
     UNUSABLE,
     WORKFLOW_NAME,
     ClaimRequest,
@@ -48,6 +38,8 @@ from workflows.review_types import (
     RecordLabelInput,
     ReleaseRequest,
     ReviewPolicyInput,
+    ReviewStage,
+    ReviewStatus,
     ReviewTaskInput,
     ReviewTaskResult,
     ReviewTaskView,
@@ -60,16 +52,9 @@ from workflows.review_types import (
 with workflow.unsafe.imports_passed_through():
     from activities.reviews import ReviewActivities
 
-_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-_DB_TIMEOUT = timedelta(seconds=30)
-
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
-
-
-def _refuse(kind: str, message: str) -> ApplicationError:
-    return ApplicationError(message, type=kind, non_retryable=True)
 
 
 async def start_review_task(input: ReviewTaskInput, task_queue: str | None = None) -> str:
@@ -77,7 +62,7 @@ async def start_review_task(input: ReviewTaskInput, task_queue: str | None = Non
     Idempotent: the id comes from frame and reason, and an existing task (running or closed) is kept,
     so a retried or re-run batch never opens a second task. Returns the task's workflow id."""
     review_id = review_workflow_id(input.frame_id, input.reason)
-    try:
+    with contextlib.suppress(WorkflowAlreadyStartedError):
         await workflow.start_child_workflow(
             WORKFLOW_NAME,
             input,
@@ -86,8 +71,6 @@ async def start_review_task(input: ReviewTaskInput, task_queue: str | None = Non
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
-    except WorkflowAlreadyStartedError:
-        pass
     return review_id
 
 
@@ -105,8 +88,8 @@ class ReviewTaskWorkflow:
         self._input = input
         self._id = workflow.info().workflow_id
         self._created = workflow.now()
-        self._status = PENDING
-        self._stage = STAGE_REVIEW
+        self._status = ReviewStatus.PENDING
+        self._stage = ReviewStage.REVIEW
         self._priority = priority_level(input.priority)
         self._required = 2 if input.reviews_required >= 2 else 1
         self._escalated_at: datetime | None = None
@@ -134,7 +117,7 @@ class ReviewTaskWorkflow:
         claim = self._live_claim()
         return ReviewTaskView(
             review_id=self._id,
-            status=self._status if self._status == DECIDED or claim else PENDING,
+            status=self._status if self._status == ReviewStatus.DECIDED or claim else ReviewStatus.PENDING,
             stage=self._stage,
             priority=self._priority,
             escalated=self._escalated_at is not None,
@@ -142,7 +125,7 @@ class ReviewTaskWorkflow:
             claimed_by_name=claim.reviewer_name if claim else None,
             claim_expires_at=_iso(claim.expires_at) if claim else None,
             sla_due_at=_iso(self._sla_due),
-            created_at=_iso(self._created),
+            created_at=self._created.isoformat(),
             reviews_required=self._required,
             decisions_count=len(self._decisions),
             final_label=self._final_label,
@@ -156,8 +139,8 @@ class ReviewTaskWorkflow:
 
     # ---- reviewer actions -----------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._status == DECIDED:
-            raise _refuse(ERR_DECIDED, f"task {self._id} is already decided ({self._final_label})")
+        if self._status == ReviewStatus.DECIDED:
+            raise ReviewRefusal.DECIDED.error(f"task {self._id} is already decided ({self._final_label})")
 
     @workflow.update
     def claim(self, req: ClaimRequest) -> ReviewTaskView:
@@ -165,7 +148,7 @@ class ReviewTaskWorkflow:
         lease = timedelta(seconds=req.lease_seconds) if req.lease_seconds else self._lease
         assert lease is not None
         self._claim = _Claim(req.reviewer_id, req.reviewer_name, workflow.now() + lease)
-        self._status = CLAIMED
+        self._status = ReviewStatus.CLAIMED
         self._touch()
         return self._view()
 
@@ -173,15 +156,17 @@ class ReviewTaskWorkflow:
     def _check_claim(self, req: ClaimRequest) -> None:
         self._check_open()
         if self._lease is None:
-            raise _refuse(ERR_OPENING, f"task {self._id} is still opening; try again in a moment")
+            raise ReviewRefusal.OPENING.error(f"task {self._id} is still opening; try again in a moment")
         if req.lease_seconds is not None and req.lease_seconds <= 0:
-            raise _refuse(ERR_INVALID_REQUEST, "lease_seconds must be positive")
+            raise ReviewRefusal.INVALID_REQUEST.error("lease_seconds must be positive")
         claim = self._live_claim()
         if claim and claim.reviewer_id != req.reviewer_id:
-            raise _refuse(ERR_CLAIM_HELD, f"task {self._id} is claimed by {claim.reviewer_name or claim.reviewer_id}"
-                          f" until {claim.expires_at.isoformat()}")
+            holder = claim.reviewer_name or claim.reviewer_id
+            raise ReviewRefusal.CLAIM_HELD.error(
+                f"task {self._id} is claimed by {holder} until {claim.expires_at.isoformat()}")
         if any(d.reviewer_id == req.reviewer_id for d in self._decisions):
-            raise _refuse(ERR_ALREADY_REVIEWED, f"you already reviewed task {self._id}; it needs another reviewer")
+            raise ReviewRefusal.ALREADY_REVIEWED.error(
+                f"you already reviewed task {self._id}; it needs another reviewer")
 
     @workflow.update
     def decide(self, req: DecisionRequest) -> ReviewTaskView:
@@ -199,19 +184,20 @@ class ReviewTaskWorkflow:
     def _check_decision(self, req: DecisionRequest) -> None:
         self._check_open()
         if req.label != UNUSABLE and req.label not in self._input.classes:
-            raise _refuse(ERR_INVALID_LABEL, f"label {req.label!r} is not one of the model's classes "
-                          f"({', '.join(self._input.classes)}) nor {UNUSABLE!r}")
+            raise ReviewRefusal.INVALID_LABEL.error(
+                f"label {req.label!r} is not one of the model's classes ({', '.join(self._input.classes)})"
+                f" nor {UNUSABLE!r}")
         claim = self._live_claim()
         if claim is None or claim.reviewer_id != req.reviewer_id:
             lapsed = self._claim is not None and self._claim.reviewer_id == req.reviewer_id
-            raise _refuse(ERR_NOT_CLAIM_HOLDER,
-                          f"claim task {self._id} before deciding it" + (" (your claim expired)" if lapsed else ""))
+            raise ReviewRefusal.NOT_CLAIM_HOLDER.error(
+                f"claim task {self._id} before deciding it" + (" (your claim expired)" if lapsed else ""))
 
     @workflow.update
     def release(self, req: ReleaseRequest) -> ReviewTaskView:
         self._check_release(req)
         self._claim = None
-        self._status = PENDING
+        self._status = ReviewStatus.PENDING
         self._touch()
         return self._view()
 
@@ -220,26 +206,26 @@ class ReviewTaskWorkflow:
         self._check_open()
         claim = self._live_claim()
         if claim is None or claim.reviewer_id != req.reviewer_id:
-            raise _refuse(ERR_NOT_CLAIM_HOLDER, f"you hold no claim on task {self._id}")
+            raise ReviewRefusal.NOT_CLAIM_HOLDER.error(f"you hold no claim on task {self._id}")
 
     def _advance(self) -> None:
         """Move the task on after a decision: closed, back to the queue, or on to adjudication."""
-        if self._stage == STAGE_ADJUDICATION:
+        if self._stage == ReviewStage.ADJUDICATION:
             self._close(self._decisions[-1].label)
         elif len(self._decisions) >= self._required:
             labels = {d.label for d in self._decisions}
             if len(labels) == 1:
                 self._close(self._decisions[-1].label)
             else:
-                self._stage = STAGE_ADJUDICATION
-                self._status = PENDING
+                self._stage = ReviewStage.ADJUDICATION
+                self._status = ReviewStatus.PENDING
         else:
-            self._status = PENDING
+            self._status = ReviewStatus.PENDING
 
     def _close(self, label: str) -> None:
         self._final_label = label
         self._decided_at = workflow.now()
-        self._status = DECIDED
+        self._status = ReviewStatus.DECIDED
 
     def _touch(self) -> None:
         self._version += 1
@@ -247,15 +233,14 @@ class ReviewTaskWorkflow:
     # ---- the loop that keeps timers and side effects ---------------------------------------------
     @workflow.run
     async def run(self, input: ReviewTaskInput) -> ReviewTaskResult:
-        workflow.upsert_search_attributes(
-            [sa.CAMERA.value_set(input.camera_id), sa.SITE.value_set(input.site_id), sa.STATUS.value_set("pending")]
-        )
+        workflow.upsert_search_attributes([sa.CAMERA.value_set(input.camera_id), sa.SITE.value_set(input.site_id),
+                                           sa.STATUS.value_set(ReviewStatus.PENDING)])
         sla, lease = input.sla_seconds, input.claim_lease_seconds
         self._webhook_url = input.escalation_webhook_url
         if sla is None or lease is None or self._webhook_url is None:
             policy = await workflow.execute_activity_method(
                 ReviewActivities.review_policy, ReviewPolicyInput(self._priority),
-                start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
+                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
             )
             sla = policy.sla_seconds if sla is None else sla
             lease = policy.claim_lease_seconds if lease is None else lease
@@ -267,30 +252,29 @@ class ReviewTaskWorkflow:
 
         while True:
             await self._write_side_effects()
-            if self._status == DECIDED and self._synced == self._version:
+            if self._status == ReviewStatus.DECIDED and self._synced == self._version:
                 break
             now = workflow.now()
             deadlines = [d for d in (self._claim.expires_at if self._claim else None,
                                      None if self._escalated_at else self._sla_due) if d]
             wake = min(deadlines) if deadlines else None
             if wake is None or wake > now:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: self._synced != self._version or self._recorded != len(self._decisions),
                         timeout=(wake - now) if wake else None,
                     )
-                except asyncio.TimeoutError:
-                    pass
             now = workflow.now()
-            if self._claim and now >= self._claim.expires_at and self._status != DECIDED:
+            if self._claim and now >= self._claim.expires_at and self._status != ReviewStatus.DECIDED:
                 workflow.logger.info("claim expired on %s (held by %s)", self._id, self._claim.reviewer_id)
                 self._claim = None
-                self._status = PENDING
+                self._status = ReviewStatus.PENDING
                 self._touch()
-            if self._escalated_at is None and self._sla_due and now >= self._sla_due and self._status != DECIDED:
+            open_ = self._status != ReviewStatus.DECIDED
+            if self._escalated_at is None and self._sla_due and now >= self._sla_due and open_:
                 await self._escalate(now)
 
-        workflow.upsert_search_attributes([sa.STATUS.value_set("decided")])
+        workflow.upsert_search_attributes([sa.STATUS.value_set(ReviewStatus.DECIDED)])
         assert self._final_label is not None
         return ReviewTaskResult(
             review_id=self._id,
@@ -316,7 +300,7 @@ class ReviewTaskWorkflow:
         )
         escalation.webhook_workflow_id = await self._send_escalation_webhook(escalation)
         await workflow.execute_activity_method(
-            ReviewActivities.record_escalation, escalation, start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY
+            ReviewActivities.record_escalation, escalation, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
         )
 
     async def _send_escalation_webhook(self, escalation: EscalationInput) -> str | None:
@@ -345,7 +329,7 @@ class ReviewTaskWorkflow:
                     object_key=self._input.object_key, predicted_label=self._input.predicted_label,
                     confidence=self._input.confidence, model_version=self._input.model_version, decision=decision,
                 ),
-                start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
+                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
             )
             self._recorded += 1
         if self._synced != self._version:
@@ -353,18 +337,11 @@ class ReviewTaskWorkflow:
 
     async def _sync_projection(self) -> None:
         version = self._version
-        view = self._view()
         await workflow.execute_activity_method(
             ReviewActivities.sync_review_projection,
-            ProjectionUpdate(
-                review_id=self._id, version=version, run_id=workflow.info().run_id, task=self._input,
-                status=view.status, stage=self._stage, priority=self._priority,
-                escalated=self._escalated_at is not None, escalated_at=_iso(self._escalated_at),
-                claimed_by=view.claimed_by, claimed_by_name=view.claimed_by_name,
-                claim_expires_at=view.claim_expires_at, sla_due_at=view.sla_due_at, created_at=view.created_at,
-                decided_by=[d.reviewer_id for d in self._decisions],
-                final_label=self._final_label, decided_at=_iso(self._decided_at),
-            ),
-            start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
+            ProjectionUpdate(version=version, run_id=workflow.info().run_id, task=self._input, view=self._view(),
+                             escalated_at=_iso(self._escalated_at),
+                             decided_by=[d.reviewer_id for d in self._decisions]),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
         )
         self._synced = max(self._synced, version)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 WORKFLOW_NAME = "ReviewTaskWorkflow"
 UNUSABLE = "unusable"
@@ -15,20 +16,23 @@ REASONS = ("low_confidence", "qa_sample")
 PRIORITIES = ("low", "normal", "high", "urgent")
 MAX_PRIORITY = len(PRIORITIES) - 1
 
-# Task states (the projection's `status`). SLA expiry does not change the state: it sets `escalated`
-# and raises the priority, and the task stays claimable until decided.
-PENDING, CLAIMED, DECIDED = "pending", "claimed", "decided"
-# Stages of a task that needs two independent reviews; a disagreement adds an adjudication.
-STAGE_REVIEW, STAGE_ADJUDICATION = "review", "adjudication"
 
-# Failure types an update validator raises; the API maps them to HTTP statuses.
-ERR_CLAIM_HELD = "ClaimHeld"              # someone else holds an unexpired claim -> 409
-ERR_NOT_CLAIM_HOLDER = "NotClaimHolder"   # decide/release without holding the claim -> 409
-ERR_ALREADY_REVIEWED = "AlreadyReviewed"  # consensus: this reviewer already gave a decision -> 409
-ERR_DECIDED = "AlreadyDecided"            # the task is closed -> 409
-ERR_INVALID_LABEL = "InvalidLabel"        # not one of the model's classes nor 'unusable' -> 422
-ERR_INVALID_REQUEST = "InvalidRequest"    # e.g. a non-positive lease -> 422
-ERR_OPENING = "TaskOpening"               # claimed before the task loaded its policy -> 409, retry
+
+class ReviewStatus(StrEnum):
+    """A task's state (the projection's `status`). SLA expiry does not change it: it sets `escalated`
+    and raises the priority, and the task stays claimable until decided."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DECIDED = "decided"
+
+
+class ReviewStage(StrEnum):
+    """A task that needs two independent reviews goes to adjudication when they disagree."""
+
+    REVIEW = "review"
+    ADJUDICATION = "adjudication"
+
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -148,25 +152,15 @@ class ReviewTaskView:
 
 @dataclass
 class ProjectionUpdate:
-    """One full row of the review listing; `version` only grows, so a late write never wins."""
+    """One full row of the review listing: the task as it was opened and its state now. `version` only
+    grows, so a late or retried write of an older state never wins."""
 
-    review_id: str
     version: int
     run_id: str
     task: ReviewTaskInput
-    status: str
-    stage: str
-    priority: int
-    escalated: bool
-    escalated_at: str | None
-    claimed_by: str | None
-    claimed_by_name: str | None
-    claim_expires_at: str | None
-    sla_due_at: str | None
-    created_at: str
+    view: ReviewTaskView
+    escalated_at: str | None = None
     decided_by: list[str] = field(default_factory=list)
-    final_label: str | None = None
-    decided_at: str | None = None
 
 
 @dataclass

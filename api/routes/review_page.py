@@ -6,27 +6,29 @@ Every form carries a per-session CSRF token; the session cookie is SameSite=Lax 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api import review_queue
-from api.auth import Principal
-from api.deps import DbDep, TemporalDep
+from api.auth import KeyRefused, Principal, allowed_roles, principal_for, session_principal
+from api.callers import REVIEWERS
+from api.deps import DbDep, ReviewQueueDep
 from api.review_metrics import observe_decision
-from api.review_queue import SCOPE_FIELDS, ReviewRefused
-from api.routes.reviews import audit
-from infra.api_keys import authenticate_key
+from api.services.review_queue import ReviewQueue, ReviewRefused
+from infra.db import DbPool
+from infra.tables.review_tasks import SCOPE_FIELDS
 from workflows.review_types import PRIORITIES, UNUSABLE
 
 router = APIRouter(prefix="/review", tags=["reviewer page"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
-PAGE_ROLES = ("reviewer", "ml-engineer", "admin")
+# The page serves the same people as the review API.
+PAGE_ROLES = allowed_roles(REVIEWERS)
 _SKIP_MEMORY = 50  # tasks a reviewer skipped with `n` are not offered to them again this session
 
 
@@ -43,25 +45,13 @@ def _csrf(request: Request) -> str:
 
 def _csrf_ok(request: Request, token: str) -> bool:
     expected = request.session.get("csrf")
-    return bool(expected) and secrets.compare_digest(expected, token)
+    return isinstance(expected, str) and secrets.compare_digest(expected.encode(), token.encode())
 
 
-async def _principal(request: Request, pool) -> Principal | None:
-    raw = request.session.get("api_key")
-    if not raw:
-        return None
-    async with pool.connection() as conn:
-        principal = await authenticate_key(conn, raw)
-    if principal is None or principal.role not in PAGE_ROLES:
-        request.session.pop("api_key", None)  # revoked since sign-in
-        return None
-    return principal
-
-
-async def _form_principal(request: Request, pool, csrf: str) -> Principal | RedirectResponse:
+async def _form_principal(request: Request, pool: DbPool, csrf: str) -> Principal | RedirectResponse:
     """The signed-in reviewer posting a page form, or where to send them instead (sign-in, or back to
     the page with a message when the form's CSRF token is stale)."""
-    principal = await _principal(request, pool)
+    principal = await session_principal(request, pool, PAGE_ROLES)
     if principal is None:
         return _see_other("/review/sign-in")
     if not _csrf_ok(request, csrf):
@@ -80,23 +70,21 @@ def _flash(request: Request, message: str, kind: str = "info") -> None:
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_form(request: Request):
+async def sign_in_form(request: Request) -> Response:
     return templates.TemplateResponse(request, "review_sign_in.html", {"csrf": _csrf(request), "error": None})
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
-async def sign_in(request: Request, pool: DbDep, api_key: Annotated[str, Form()], csrf: Annotated[str, Form()]):
+async def sign_in(request: Request, pool: DbDep, api_key: Annotated[str, Form()],
+                  csrf: Annotated[str, Form()]) -> Response:
     error = None
     if not _csrf_ok(request, csrf):
         error = "The form expired; try again."
     else:
-        async with pool.connection() as conn:
-            principal = await authenticate_key(conn, api_key.strip())
-        if principal is None:
-            error = "That API key is not valid (unknown, malformed or revoked)."
-        elif principal.role not in PAGE_ROLES:
-            error = (f"Key {principal.key_id} has role {principal.role!r}; "
-                     "reviewing needs reviewer, ml-engineer or admin.")
+        try:
+            await principal_for(pool, api_key.strip(), PAGE_ROLES)
+        except KeyRefused as refused:
+            error = refused.message
     if error:
         return templates.TemplateResponse(request, "review_sign_in.html", {"csrf": _csrf(request), "error": error},
                                           status_code=401)
@@ -106,15 +94,15 @@ async def sign_in(request: Request, pool: DbDep, api_key: Annotated[str, Form()]
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, csrf: Annotated[str, Form()]):
+async def sign_out(request: Request, csrf: Annotated[str, Form()]) -> Response:
     if _csrf_ok(request, csrf):
         request.session.clear()
     return _see_other("/review/sign-in")
 
 
 @router.get("", response_class=HTMLResponse)
-async def review_page(request: Request, pool: DbDep, temporal: TemporalDep):
-    principal = await _principal(request, pool)
+async def review_page(request: Request, pool: DbDep, queue: ReviewQueueDep) -> Response:
+    principal = await session_principal(request, pool, PAGE_ROLES)
     if principal is None:
         return _see_other("/review/sign-in")
     # `/review?site_id=plant-a` (or camera_id, batch_id, reason) narrows this session's queue; the
@@ -123,15 +111,15 @@ async def review_page(request: Request, pool: DbDep, temporal: TemporalDep):
     if "scope" in params or any(f in params for f in SCOPE_FIELDS):
         request.session["scope"] = {f: params[f] for f in SCOPE_FIELDS if params.get(f)}
     task = view = None
-    current = request.session.get("current") or await _claim_held_elsewhere(pool, principal)
+    current = request.session.get("current") or await queue.claimed_elsewhere(principal)
     if current:
-        view = await review_queue.held_by(pool, temporal, current, principal)
+        view = await queue.held_by(current, principal)
         if view is None:
             request.session.pop("current", None)
         else:
             request.session["current"] = current
-            task = await review_queue.get_review(pool, current)
-    now = datetime.now(timezone.utc)
+            task = await queue.get(current)
+    now = datetime.now(UTC)
     context = {
         "principal": principal,
         "csrf": _csrf(request),
@@ -141,69 +129,58 @@ async def review_page(request: Request, pool: DbDep, temporal: TemporalDep):
         "unusable": UNUSABLE,
         "priority_name": PRIORITIES[task["priority"]] if task else None,
         "scope": request.session.get("scope") or {},
-        "sla_left": review_queue.seconds_until(view.sla_due_at, now) if view else None,
-        "lease_left": review_queue.seconds_until(view.claim_expires_at, now) if view else None,
+        "sla_left": _seconds_until(view.sla_due_at, now) if view else None,
+        "lease_left": _seconds_until(view.claim_expires_at, now) if view else None,
     }
     return templates.TemplateResponse(request, "review.html", context)
 
 
-async def _claim_held_elsewhere(pool, principal: Principal) -> str | None:
-    """A task this reviewer still holds from another session (a restarted browser): resume it."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT review_id FROM review_tasks WHERE claimed_by = %s AND status = 'claimed'"
-            " AND claim_expires_at > now() ORDER BY claim_expires_at LIMIT 1",
-            (principal.key_id,),
-        )
-        row = await cur.fetchone()
-    return row["review_id"] if row else None
+def _seconds_until(moment: str | None, now: datetime) -> float | None:
+    return (datetime.fromisoformat(moment) - now).total_seconds() if moment else None
 
 
-async def _claim_next(request: Request, pool, temporal, principal: Principal) -> None:
+async def _claim_next(request: Request, queue: ReviewQueue, principal: Principal) -> None:
     skipped = request.session.get("skipped", [])
-    view = await review_queue.claim_next(pool, temporal, principal, skip=skipped, scope=request.session.get("scope"))
+    view = await queue.claim_next(principal, skip=skipped, scope=request.session.get("scope"))
     if view is None:
         request.session.pop("current", None)
         _flash(request, "The queue is empty for you right now.")
         return
     request.session["current"] = view.review_id
-    await audit(pool, principal, "review.claim", view.review_id, {"via": "page", "outcome": "claimed"})
+    await queue.audit(principal, "review.claim", view.review_id, {"via": "page", "outcome": "claimed"})
 
 
 @router.post("/next")
-async def next_task(request: Request, pool: DbDep, temporal: TemporalDep, csrf: Annotated[str, Form()]):
+async def next_task(request: Request, pool: DbDep, queue: ReviewQueueDep, csrf: Annotated[str, Form()]) -> Response:
     """Skip the task in hand (released back to the queue) and claim the next one."""
     principal = await _form_principal(request, pool, csrf)
     if isinstance(principal, RedirectResponse):
         return principal
     current = request.session.get("current")
     if current:
-        try:
-            await review_queue.release(pool, temporal, current, principal)
-            await audit(pool, principal, "review.release", current, {"via": "page", "outcome": "pending"})
-        except ReviewRefused:
-            pass  # the claim had lapsed already
-        request.session["skipped"] = ([current] + request.session.get("skipped", []))[:_SKIP_MEMORY]
-    await _claim_next(request, pool, temporal, principal)
+        with contextlib.suppress(ReviewRefused):  # the claim had lapsed already
+            await queue.audited(principal, "review.release", current, {"via": "page"},
+                                queue.release(current, principal))
+        request.session["skipped"] = [current, *request.session.get("skipped", [])][:_SKIP_MEMORY]
+    await _claim_next(request, queue, principal)
     return _see_other("/review")
 
 
 @router.post("/decision")
-async def decide(request: Request, pool: DbDep, temporal: TemporalDep, review_id: Annotated[str, Form()],
-                 label: Annotated[str, Form()], csrf: Annotated[str, Form()], note: Annotated[str, Form()] = ""):
+async def decide(request: Request, pool: DbDep, queue: ReviewQueueDep, review_id: Annotated[str, Form()],
+                 label: Annotated[str, Form()], csrf: Annotated[str, Form()],
+                 note: Annotated[str, Form()] = "") -> Response:
     principal = await _form_principal(request, pool, csrf)
     if isinstance(principal, RedirectResponse):
         return principal
     try:
-        view = await review_queue.decide(pool, temporal, review_id, principal, label, note or None)
+        view = await queue.audited(principal, "review.decision", review_id,
+                                   {"via": "page", "label": label, "note": note or None},
+                                   queue.decide(review_id, principal, label, note or None))
     except ReviewRefused as refused:
-        await audit(pool, principal, "review.decision", review_id,
-                    {"via": "page", "label": label, "outcome": "refused", "refusal": refused.kind})
         _flash(request, f"Not saved: {refused.message}", "error")
         return _see_other("/review")
-    await audit(pool, principal, "review.decision", review_id,
-                {"via": "page", "label": label, "note": note or None, "outcome": view.status})
     observe_decision(view)
     _flash(request, f"Saved {label!r} for {review_id}.")
-    await _claim_next(request, pool, temporal, principal)
+    await _claim_next(request, queue, principal)
     return _see_other("/review")

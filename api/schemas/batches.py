@@ -57,7 +57,8 @@ class FrameResult(BaseModel):
     width: int | None = None
     height: int | None = None
     prediction: Prediction | None = Field(None, description="the latest prediction, once classified")
-    routes: list[str] = Field([], description="where the frame was sent: review:low_confidence, review:qa_sample, alert:defect")
+    routes: list[str] = Field(
+        [], description="where the frame was sent: review:low_confidence, review:qa_sample, alert:defect")
 
 
 class BatchSummary(BaseModel):

@@ -1,42 +1,54 @@
-"""Review tasks as the API shows them."""
+"""Review tasks as the API shows them: made from the workflow's own contracts (ReviewTaskInput for what
+the task is about, ReviewTaskView for its state), not declared a second time."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.schemas.contracts import model_of
+from workflows.review_types import ReviewTaskInput, ReviewTaskView
 
-class ReviewTask(BaseModel):
-    review_id: str = Field(description="the ReviewTaskWorkflow id")
-    frame_id: str
-    batch_id: str
-    camera_id: str
-    site_id: str
-    reason: str = Field(description="low_confidence or qa_sample")
-    status: str = Field(description="pending, claimed or decided")
-    stage: str = Field(description="review, or adjudication after two reviewers disagreed")
-    priority: int = Field(description="0 low, 1 normal, 2 high, 3 urgent; escalation raises it")
-    escalated: bool
-    predicted_label: str
-    confidence: float
-    classes: list[str]
-    reviews_required: int
-    decisions_count: int
-    claimed_by: str | None = Field(None, description="API key id of the reviewer holding the claim")
-    claimed_by_name: str | None = None
-    claim_expires_at: datetime | None = None
-    sla_due_at: datetime | None = None
-    created_at: datetime
-    decided_at: datetime | None = None
-    final_label: str | None = None
-    corrected: bool | None = None
-    frame_url: str = Field(description="the frame's image (same API key or reviewer session)")
-    temporal_ui_url: str
+# The views carry workflow time as ISO strings; the API parses them, so clients get one time format.
+_TIMES: dict[str, Any] = {name: datetime | None for name in ("claim_expires_at", "sla_due_at", "decided_at")}
+_TIMES["created_at"] = datetime
+
+_DESCRIPTIONS = {
+    "review_id": "the ReviewTaskWorkflow id",
+    "reason": "low_confidence or qa_sample",
+    "status": "pending, claimed or decided",
+    "stage": "review, or adjudication after two reviewers disagreed",
+    "priority": "0 low, 1 normal, 2 high, 3 urgent; escalation raises it",
+    "claimed_by": "API key id of the reviewer holding the claim",
+    "decisions_count": "decisions given so far (two are needed when reviews_required is 2)",
+    "model_version": "the model version whose prediction sent the frame to review",
+}
+
+# Internal to the workflow: per-task overrides of the policy. The frame is reached through frame_url,
+# never by its object key.
+_INTERNAL = ("sla_seconds", "claim_lease_seconds", "escalation_webhook_url", "object_key")
+
+ReviewTask = model_of(
+    "ReviewTask", (ReviewTaskInput, ReviewTaskView), exclude=_INTERNAL, types=_TIMES, descriptions=_DESCRIPTIONS,
+    extra={
+        "corrected": (bool | None, Field(None, description="the final label is another class than predicted")),
+        "frame_url": (str, Field(description="the frame's image (same API key or reviewer session)")),
+        "temporal_ui_url": (str, Field(description="the task's workflow history in the Temporal Web UI")),
+    },
+    doc="A review task in the queue: what it is about and where it stands.",
+)
+
+ReviewAction = model_of(
+    "ReviewAction", (ReviewTaskView,), types=_TIMES, descriptions=_DESCRIPTIONS,
+    extra={"task": (ReviewTask | None, Field(None, description="the task's details (on claims)"))},
+    doc="A task right after a reviewer action, as the workflow reports it.",
+)
 
 
 class ReviewList(BaseModel):
-    tasks: list[ReviewTask]
+    tasks: list[ReviewTask]  # type: ignore[valid-type]  # a model made from the contracts at import time
     count: int
 
 
@@ -47,23 +59,6 @@ class ClaimBody(BaseModel):
 class DecisionBody(BaseModel):
     label: str = Field(description="one of the task's classes, or 'unusable'")
     note: str | None = Field(None, max_length=2000)
-
-
-class ReviewAction(BaseModel):
-    """A task right after a reviewer action, as the workflow reports it."""
-
-    review_id: str
-    status: str
-    stage: str
-    priority: int
-    escalated: bool
-    claimed_by: str | None
-    claim_expires_at: datetime | None
-    sla_due_at: datetime | None
-    decisions_count: int
-    reviews_required: int
-    final_label: str | None = None
-    task: ReviewTask | None = Field(None, description="the task's details (on claims)")
 
 
 class ReviewMetrics(BaseModel):

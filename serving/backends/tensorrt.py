@@ -75,7 +75,8 @@ class TensorRTBackend:
         for i in range(0, len(pixels), self.max_batch):
             x = torch.from_numpy(pixels[i : i + self.max_batch]).cuda()
             self.context.set_input_shape(self.input_name, tuple(x.shape))
-            out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
+            out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+            out = torch.empty(out_shape, dtype=torch.float32, device="cuda")
             self.context.set_tensor_address(self.input_name, x.data_ptr())
             self.context.set_tensor_address(self.output_name, out.data_ptr())
             self.context.execute_async_v3(self.stream.cuda_stream)

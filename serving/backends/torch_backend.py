@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vision.artifacts import Manifest
 from serving.backends.base import BackendUnavailable
+from vision.artifacts import Manifest
 from vision.model import load_model, serving_model
 
 
 class TorchBackend:
     def __init__(self, manifest: Manifest, weights: bytes, device: str = "cuda", threads: int | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable("torch-cuda needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False)")
+            raise BackendUnavailable("torch-cuda needs a CUDA GPU and none is visible here "
+                                     "(torch.cuda.is_available() is False)")
         if threads:
             torch.set_num_threads(threads)
         self.name = f"torch-{device}"

@@ -7,8 +7,12 @@ naming the operating-system user, so key and webhook administration is on the re
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping
+from typing import Any
 
 from psycopg.types.json import Jsonb
+
+from infra.db import DbConnection
 
 _INSERT = (
     "INSERT INTO audit_log (key_id, key_name, role, action, resource, workflow_id, details, request_id)"
@@ -17,7 +21,7 @@ _INSERT = (
 
 
 async def append_audit(
-    conn,
+    conn: DbConnection,
     *,
     key_id: str | None,
     key_name: str | None,
@@ -25,17 +29,16 @@ async def append_audit(
     action: str,
     resource: str,
     workflow_id: str | None = None,
-    details: dict | None = None,
+    details: Mapping[str, Any] | None = None,
     request_id: str | None = None,
 ) -> int:
-    """Append one row and return its id. `conn` is a connection or a pool."""
-    params = (key_id, key_name, role, action, resource, workflow_id, Jsonb(details or {}), request_id)
-    if hasattr(conn, "connection") and not hasattr(conn, "execute"):  # a pool
-        async with conn.connection() as c:
-            row = await (await c.execute(_INSERT, params)).fetchone()
-    else:
-        row = await (await conn.execute(_INSERT, params)).fetchone()
-    return row["audit_id"] if isinstance(row, dict) else row[0]
+    """Append one row and return its id. Pass the connection whose transaction made the change, so
+    the change and its record commit together."""
+    params = (key_id, key_name, role, action, resource, workflow_id, Jsonb(dict(details or {})), request_id)
+    row = await (await conn.execute(_INSERT, params)).fetchone()
+    assert row is not None  # RETURNING always returns the row
+    audit_id: int = row["audit_id"]
+    return audit_id
 
 
 def cli_actor() -> str:

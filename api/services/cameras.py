@@ -1,0 +1,54 @@
+"""Live cameras: one frame at a time. Each camera's CameraStreamWorkflow (signal-with-start) gathers
+frames into batches by count or time and starts a FrameBatchWorkflow for each."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from temporalio.client import Client
+
+from api.audit import record_audit
+from api.schemas.batches import CameraFrameAccepted
+from api.services.batches import batch_input
+from api.submission import Upload
+from infra.db import DbPool
+from infra.settings import Settings
+from infra.store import ObjectStore, put_frame
+from infra.tables.api_keys import Principal
+from workflows.camera_stream_types import (
+    FRAME_SIGNAL,
+    WORKFLOW_NAME,
+    CameraFrame,
+    CameraStreamInput,
+    camera_workflow_id,
+)
+
+
+class CameraStreams:
+    def __init__(self, pool: DbPool, store: ObjectStore, temporal: Client, settings: Settings) -> None:
+        self.pool = pool
+        self.store = store
+        self.temporal = temporal
+        self.settings = settings
+
+    async def send(self, camera_id: str, site_id: str, webhook_url: str | None, upload: Upload,
+                   caller: Principal) -> CameraFrameAccepted:
+        key = await asyncio.to_thread(put_frame, self.store, upload.data, upload.content_type)
+        workflow_id = camera_workflow_id(camera_id)
+        # Every batch of this stream copies this template: the routing rules in force when it started.
+        template = batch_input(self.settings, "", camera_id, site_id, [], webhook_url)
+        await self.temporal.start_workflow(
+            WORKFLOW_NAME,
+            CameraStreamInput(camera_id, site_id, max_frames=self.settings.camera_batch_max_frames,
+                              max_wait_seconds=self.settings.camera_batch_max_wait_s, batch_template=template),
+            id=workflow_id,
+            task_queue=self.settings.orchestration_task_queue,
+            start_signal=FRAME_SIGNAL,
+            start_signal_args=[CameraFrame(key, key.rsplit("/", 1)[-1], len(upload.data), upload.content_type,
+                                           datetime.now(UTC).isoformat(), upload.filename)],
+        )
+        async with self.pool.connection() as conn:
+            await record_audit(conn, caller, "camera.frame", f"cameras/{camera_id}", workflow_id=workflow_id,
+                               details={"object_key": key, "site_id": site_id})
+        return CameraFrameAccepted(camera_id=camera_id, stream_workflow_id=workflow_id, object_key=key)

@@ -1,0 +1,147 @@
+"""The review queue as the API and the reviewer page use it: listing from the Postgres projection, and
+claim / decide / release through the task's workflow, which is the authority.
+
+"Next task" must never hand two reviewers the same task: a candidate is taken from the projection
+with FOR UPDATE SKIP LOCKED and reserved for a few seconds (so a concurrent request skips it), then
+confirmed through the workflow's claim Update; a refused claim moves on to the next candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.audit import record_audit
+from infra.db import DbPool, Row
+from infra.tables import review_tasks
+from infra.tables.api_keys import Principal
+from infra.tables.review_tasks import QueueFilters
+from workflows.failures import ReviewRefusal
+from workflows.review_task import ReviewTaskWorkflow
+from workflows.review_types import ClaimRequest, DecisionRequest, ReleaseRequest, ReviewStatus, ReviewTaskView
+
+# How long a "next task" pick keeps other pickers off a candidate while its claim is confirmed; it
+# also covers the moment until the workflow's own projection write shows the claim.
+RESERVATION_SECONDS = 15
+MAX_CANDIDATES = 20
+# A task whose workflow does not answer in this time (its workers are down) is skipped by "next";
+# a direct call answers 503. The Update may still land later; its lease then lapses on its own.
+UPDATE_TIMEOUT_SECONDS = 10.0
+
+__all__ = ["QueueFilters", "ReviewQueue", "ReviewRefused"]
+
+
+@dataclass
+class ReviewRefused(Exception):
+    """The workflow (or the queue) said no; `kind.http_status` is the HTTP status that says why."""
+
+    kind: ReviewRefusal
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ReviewQueue:
+    def __init__(self, pool: DbPool, temporal: Client) -> None:
+        self.pool = pool
+        self.temporal = temporal
+
+    async def listing(self, filters: QueueFilters) -> list[Row]:
+        async with self.pool.connection() as conn:
+            return await review_tasks.listing(conn, filters)
+
+    async def get(self, review_id: str) -> Row | None:
+        async with self.pool.connection() as conn:
+            return await review_tasks.get(conn, review_id)
+
+    async def audit(self, principal: Principal, action: str, review_id: str, details: Mapping[str, Any]) -> None:
+        """Every reviewer action is on the record, refused ones included."""
+        async with self.pool.connection() as conn:
+            await record_audit(conn, principal, action, f"reviews/{review_id}", workflow_id=review_id,
+                               details=dict(details))
+
+    async def audited(self, principal: Principal, action: str, review_id: str, details: Mapping[str, Any],
+                      call: Awaitable[ReviewTaskView]) -> ReviewTaskView:
+        """Run a reviewer action and record it with its outcome, the refusal's kind when refused."""
+        try:
+            view = await call
+        except ReviewRefused as refused:
+            await self.audit(principal, action, review_id,
+                             {**details, "outcome": "refused", "refusal": str(refused.kind)})
+            raise
+        await self.audit(principal, action, review_id, {**details, "outcome": view.status})
+        return view
+
+    async def _update(self, review_id: str, update: Any, arg: object) -> ReviewTaskView:
+        handle = self.temporal.get_workflow_handle(review_id)
+        try:
+            view: ReviewTaskView = await handle.execute_update(
+                update, arg, rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise ReviewRefused(ReviewRefusal.UNAVAILABLE, f"task {review_id} did not answer within "
+                                f"{UPDATE_TIMEOUT_SECONDS:.0f}s; try again") from None
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            raise await self._refusal(review_id, exc) from None
+        return view
+
+    async def _refusal(self, review_id: str, exc: Exception) -> ReviewRefused:
+        if isinstance(exc, WorkflowUpdateFailedError):
+            kind = ReviewRefusal.of(getattr(exc.cause, "type", None))
+            message = getattr(exc.cause, "message", None) or str(exc.cause)
+            return ReviewRefused(kind if isinstance(kind, ReviewRefusal) else ReviewRefusal.INVALID_REQUEST, message)
+        if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
+            if await self.get(review_id) is not None:  # the workflow is closed: decided
+                return ReviewRefused(ReviewRefusal.DECIDED, f"task {review_id} is already decided")
+            return ReviewRefused(ReviewRefusal.NOT_FOUND, f"no review task {review_id!r}")
+        raise exc
+
+    async def claim(self, review_id: str, principal: Principal, lease_seconds: float | None = None) -> ReviewTaskView:
+        return await self._update(review_id, ReviewTaskWorkflow.claim,
+                                  ClaimRequest(principal.key_id, principal.name, lease_seconds))
+
+    async def decide(self, review_id: str, principal: Principal, label: str, note: str | None = None) -> ReviewTaskView:
+        return await self._update(review_id, ReviewTaskWorkflow.decide,
+                                  DecisionRequest(principal.key_id, label, principal.name, note))
+
+    async def release(self, review_id: str, principal: Principal) -> ReviewTaskView:
+        view = await self._update(review_id, ReviewTaskWorkflow.release, ReleaseRequest(principal.key_id))
+        async with self.pool.connection() as conn:  # let the next picker have it at once
+            await review_tasks.release_reservation(conn, review_id, principal.key_id)
+        return view
+
+    async def held_by(self, review_id: str, principal: Principal) -> ReviewTaskView | None:
+        """The task's state when this principal holds an unexpired claim on it right now, else None."""
+        try:
+            view = await self.temporal.get_workflow_handle(review_id).query(
+                ReviewTaskWorkflow.state, rpc_timeout=timedelta(seconds=5))
+        except Exception:  # unreachable, or a closed or failed workflow answering with an error of its own
+            return None
+        return view if view.status == ReviewStatus.CLAIMED and view.claimed_by == principal.key_id else None
+
+    async def claimed_elsewhere(self, principal: Principal) -> str | None:
+        """A task this reviewer still holds from another session (a restarted browser): resume it."""
+        async with self.pool.connection() as conn:
+            return await review_tasks.claimed_by(conn, principal.key_id)
+
+    async def claim_next(self, principal: Principal, skip: Sequence[str] = (), lease_seconds: float | None = None,
+                         scope: Mapping[str, str] | None = None) -> ReviewTaskView | None:
+        """Claim the most urgent task this reviewer may take, within an optional scope (camera, site,
+        batch, reason); None when the queue has none for them."""
+        tried = list(skip)
+        for _ in range(MAX_CANDIDATES):
+            async with self.pool.connection() as conn:
+                review_id = await review_tasks.reserve_next(conn, principal.key_id, hold_seconds=RESERVATION_SECONDS,
+                                                            skip=tried, scope=scope or {})
+            if review_id is None:
+                return None
+            try:
+                return await self.claim(review_id, principal, lease_seconds)
+            except ReviewRefused:
+                tried.append(review_id)  # someone else got there first, or it just closed: next one
+        return None

@@ -1,0 +1,104 @@
+"""The `frames` table: one row per frame of a batch (`<batch id>:<position>`), with what validation
+and classification found. Inserts are keyed by frame id, so a retried write adds nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from infra.db import DbConnection, Row
+
+
+@dataclass(frozen=True)
+class NewFrame:
+    frame_id: str
+    position: int
+    object_key: str
+    filename: str
+    content_type: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What decoding a frame found: accepted with its size and format, or rejected with the reason."""
+
+    frame_id: str
+    accepted: bool
+    sha256: str
+    reason: str | None = None
+    width: int | None = None
+    height: int | None = None
+    image_format: str | None = None
+
+
+async def insert(conn: DbConnection, batch_id: str, frames: Sequence[NewFrame]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes)
+            VALUES (%s, %s, %s, %s, '', %s, %s, %s)
+            ON CONFLICT (frame_id) DO NOTHING
+            """,
+            [(f.frame_id, batch_id, f.position, f.object_key, f.filename, f.content_type, f.size_bytes)
+             for f in frames],
+        )
+
+
+async def in_positions(conn: DbConnection, batch_id: str, start: int, end: int) -> list[Row]:
+    """frame_id and object_key of positions [start, end), in order."""
+    cur = await conn.execute(
+        "SELECT frame_id, object_key FROM frames WHERE batch_id = %s AND position >= %s AND position < %s"
+        " ORDER BY position",
+        (batch_id, start, end),
+    )
+    return await cur.fetchall()
+
+
+async def record_validation(conn: DbConnection, outcomes: Sequence[Validation]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            UPDATE frames SET status = %s, reject_reason = %s, width = %s, height = %s, image_format = %s,
+                              sha256 = %s, updated_at = now()
+             WHERE frame_id = %s
+            """,
+            [("accepted" if o.accepted else "rejected", o.reason, o.width, o.height, o.image_format, o.sha256,
+              o.frame_id) for o in outcomes],
+        )
+
+
+async def reject(conn: DbConnection, rejections: Sequence[tuple[str, str | None]]) -> None:
+    """(frame_id, reason) pairs: frames the classifier's preprocessing refused after validation."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "UPDATE frames SET status = 'rejected', reject_reason = %s, updated_at = now() WHERE frame_id = %s",
+            [(reason, frame_id) for frame_id, reason in rejections],
+        )
+
+
+async def get(conn: DbConnection, frame_id: str) -> Row | None:
+    cur = await conn.execute("SELECT * FROM frames WHERE frame_id = %s", (frame_id,))
+    return await cur.fetchone()
+
+
+async def with_latest_prediction(conn: DbConnection, batch_id: str, after_position: int = -1,
+                                 limit: int | None = None) -> list[Row]:
+    """A batch's frames in position order, each with its newest prediction (columns `p_*`, null when
+    not classified) and its routes as 'route:reason' strings."""
+    cur = await conn.execute(
+        """
+        SELECT f.*, p.model_version AS p_model_version, p.label AS p_label, p.confidence AS p_confidence,
+               p.probabilities AS p_probabilities, p.quality AS p_quality, p.created_at AS p_created_at,
+               coalesce((SELECT array_agg(r.route || ':' || r.reason ORDER BY r.route, r.reason)
+                           FROM frame_routes r WHERE r.frame_id = f.frame_id), '{}') AS routes
+          FROM frames f
+          LEFT JOIN LATERAL (SELECT * FROM predictions p WHERE p.frame_id = f.frame_id
+                              ORDER BY p.created_at DESC LIMIT 1) p ON true
+         WHERE f.batch_id = %s AND f.position > %s
+         ORDER BY f.position
+         LIMIT %s
+        """,
+        (batch_id, after_position, limit),
+    )
+    return await cur.fetchall()

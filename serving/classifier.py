@@ -1,0 +1,144 @@
+"""The classifier deployment: holds the model versions it was asked for (sha256-verified when loaded),
+resolves aliases, and batches the frames of concurrent requests into shared forward passes with
+`@serve.batch`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from infra.log import get_logger
+from serving.backends.base import Backend, default_backend, make_backend, required_files
+from serving.config import ServingConfig
+from serving.messages import Classification, ModelDescription, ResolvedModel
+from vision.artifacts import Manifest, load_verified
+from vision.registry import ModelNotFound, ModelRegistry
+
+log = get_logger(__name__)
+
+# Frames per forward pass, and how long a pass waits for more; the application sets both through
+# user_config (serving.app.AppOptions), which reaches running replicas without a restart.
+MAX_BATCH_SIZE = 64
+BATCH_WAIT_TIMEOUT_S = 0.005
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    backend: Backend
+
+
+@dataclass(frozen=True)
+class QueuedFrames:
+    """What one request (or a slice of a large one) puts in the batch queue."""
+
+    version: str
+    pixels: np.ndarray  # uint8 NHWC
+
+
+def _frames_in(queued: list[QueuedFrames]) -> int:
+    return sum(len(item.pixels) for item in queued)
+
+
+@serve.deployment(max_ongoing_requests=256)
+class Classifier:
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self.registry = ModelRegistry(config.database_url)
+        self.store = config.open_store()
+        self.backend_name = default_backend() if config.backend == "auto" else config.backend
+        self.models: dict[str, LoadedModel] = {}
+        self._aliases: dict[str, tuple[str, float]] = {}
+        self._load_lock = asyncio.Lock()
+        self.max_batch_size = MAX_BATCH_SIZE
+        for ref in config.preload:
+            try:
+                self._load_sync(self.registry.resolve(ref).version)
+            except ModelNotFound as exc:
+                # Start anyway: requests for it get a clear 404 until a version is registered and promoted.
+                log.warning("model not preloaded", ref=ref, reason=str(exc))
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batch size (frames per forward pass) and wait, tunable at runtime without a restart."""
+        self.max_batch_size = int(user_config.get("max_batch_size", MAX_BATCH_SIZE))
+        wait_s = float(user_config.get("batch_wait_timeout_s", BATCH_WAIT_TIMEOUT_S))
+        # Ray's stub types the batching wrapper as a bare callable; it does carry these setters.
+        self._batched.set_max_batch_size(self.max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(wait_s)  # type: ignore[attr-defined]
+
+    def _load_sync(self, version: str) -> LoadedModel:
+        if version in self.models:
+            return self.models[version]
+        row = self.registry.get(version)
+        if row is None:
+            raise ModelNotFound(f"no model version {version!r}")
+        manifest, files = load_verified(self.store, row.manifest_key, row.manifest_sha256,
+                                        required_files(self.backend_name))
+        backend = make_backend(self.backend_name, manifest, files, threads=self.config.backend_threads)
+        self.models[version] = LoadedModel(manifest, backend)
+        log.info("model loaded", version=version, backend=backend.name, architecture=manifest.architecture)
+        return self.models[version]
+
+    async def _resolve(self, ref: str) -> str:
+        cached = self._aliases.get(ref)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        version = (await asyncio.to_thread(self.registry.resolve, ref)).version
+        self._aliases[ref] = (version, time.monotonic() + self.config.alias_ttl_s)
+        return version
+
+    async def describe(self, ref: str) -> ResolvedModel:
+        """Resolve an alias or version, load it if needed (sha256-verified), and say how to feed it."""
+        version = await self._resolve(ref)
+        if version not in self.models:
+            async with self._load_lock:
+                await asyncio.to_thread(self._load_sync, version)
+        model = self.models[version]
+        return ResolvedModel(version, model.backend.name, model.manifest.processing)
+
+    async def loaded(self) -> list[ModelDescription]:
+        return [ModelDescription(version=v, backend=m.backend.name, architecture=m.manifest.architecture,
+                                 classes=list(m.manifest.processing.classes),
+                                 input_size=m.manifest.processing.input_size)
+                for v, m in self.models.items()]
+
+    async def classify(self, version: str, pixels: np.ndarray) -> Classification:
+        """uint8 NHWC pixels of one request -> a decision per frame, in order."""
+        if version not in self.models:
+            await self.describe(version)
+        # One request may hold more frames than a batch: split it; the pieces batch with other requests.
+        step = max(1, self.max_batch_size)
+        parts = await asyncio.gather(*(self._batched(QueuedFrames(version, pixels[i : i + step]))
+                                       for i in range(0, len(pixels), step)))
+        return Classification(version=version, backend=self.models[version].backend.name,
+                              decisions=[d for part in parts for d in part.decisions],
+                              infer_ms=round(sum(p.infer_ms for p in parts), 2),
+                              batch_frames=max(p.batch_frames for p in parts))
+
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S, batch_size_fn=_frames_in)
+    async def _batched(self, queued: list[QueuedFrames]) -> list[Classification]:
+        answers: dict[int, Classification] = {}
+        by_version: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(queued):
+            by_version[item.version].append(i)
+        for version, idxs in by_version.items():
+            model = self.models[version]
+            batch = np.concatenate([queued[i].pixels for i in idxs])
+            started = time.perf_counter()
+            # Off the event loop, so requests keep queueing into the next batch while this one runs.
+            logits = await asyncio.to_thread(model.backend.predict, batch)
+            infer_ms = (time.perf_counter() - started) * 1000
+            decisions = model.manifest.processing.decide(logits)
+            offset = 0
+            for i in idxs:
+                n = len(queued[i].pixels)
+                answers[i] = Classification(version, model.backend.name, decisions[offset : offset + n], infer_ms,
+                                            len(batch))
+                offset += n
+        return [answers[i] for i in range(len(queued))]

@@ -1,0 +1,184 @@
+"""The preprocessing deployment and HTTP ingress: fetches each frame from the object store, decodes and
+validates it (vision.decode), resizes it and computes its quality features, then asks the classifier.
+Frames it cannot use come back as per-frame rejections, never as a failed batch."""
+
+# No `from __future__ import annotations` here: FastAPI must see real types on the ingress methods
+# (string annotations on a Serve ingress class are not resolved, and the body would become a query).
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from infra.log import get_logger
+from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError
+from serving.backends.base import BackendUnavailable
+from serving.config import ServingConfig
+from serving.messages import Classification, ResolvedModel
+from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody
+from vision.artifacts import IntegrityError
+from vision.decode import FrameRejected, decode_frame
+from vision.processing import Processing
+from vision.quality import quality_features_batch
+from vision.registry import ModelNotFound
+
+log = get_logger(__name__)
+
+api = FastAPI(title="Sightline inference", version="1")
+
+
+class StoreUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class PreparedFrames:
+    """A request's frames after fetching and decoding."""
+
+    outcomes: list[dict[str, float] | str]  # per frame: its timings, or the reason it was rejected
+    pixels: np.ndarray | None  # the accepted frames as one uint8 NHWC batch; None when none was accepted
+    qualities: list[dict[str, float]]  # per accepted frame
+
+
+def _cause(exc: BaseException) -> BaseException:
+    # Errors raised in another replica arrive wrapped (RayTaskError); look at what was raised there.
+    return getattr(exc, "cause", None) or exc
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    body = ErrorBody(error=code, detail=detail, retryable=status >= 500)
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def _describe_failed(ref: str, exc: Exception) -> JSONResponse:
+    cause = _cause(exc)
+    if isinstance(cause, ModelNotFound):
+        return _error(404, "model_not_found", str(cause))
+    if isinstance(cause, IntegrityError):
+        return _error(500, "model_integrity", str(cause))
+    if isinstance(cause, BackendUnavailable):
+        return _error(500, "backend_unavailable", str(cause))
+    log.exception("describe failed", model=ref)
+    return _error(503, "classifier_unavailable", f"{type(cause).__name__}: {cause}")
+
+
+@serve.deployment(max_ongoing_requests=128)
+@serve.ingress(api)
+class Preprocessor:
+    def __init__(self, classifier: DeploymentHandle, config: ServingConfig) -> None:
+        self.classifier = classifier
+        self.config = config
+        self.store = config.open_store()
+        self.pool = ThreadPoolExecutor(max_workers=config.preprocess_threads, thread_name_prefix="preprocess")
+        self.io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fetch")
+        self._described: dict[str, tuple[ResolvedModel, float]] = {}
+
+    async def _describe(self, ref: str) -> ResolvedModel:
+        cached = self._described.get(ref)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        resolved: ResolvedModel = await self.classifier.describe.remote(ref)
+        self._described[ref] = (resolved, time.monotonic() + self.config.alias_ttl_s)
+        return resolved
+
+    def _fetch(self, object_key: str) -> bytes | str:
+        """The frame's bytes, or the reason it cannot be had; raises StoreUnavailable if the store is down."""
+        try:
+            return self.store.get(object_key)
+        except InvalidKeyError as exc:
+            return f"invalid object key: {exc}"
+        except ObjectNotFoundError:
+            return f"frame not found in the object store: {object_key}"
+        except Exception as exc:  # the store itself is down: the whole request is worth retrying
+            raise StoreUnavailable(f"object store unavailable: {exc}") from exc
+
+    def _prepare(self, object_keys: list[str], processing: Processing) -> PreparedFrames:
+        """One call per request, not one per frame: on a few cores the per-frame hand-offs between
+        threads cost more than the decoding."""
+        t0 = time.perf_counter()
+        if isinstance(self.store, LocalStore):
+            blobs = [self._fetch(k) for k in object_keys]
+        else:  # a network store: overlap the round trips
+            blobs = list(self.io_pool.map(self._fetch, object_keys))
+        fetch_ms = round((time.perf_counter() - t0) * 1000 / max(1, len(object_keys)), 2)
+        outcomes: list[dict[str, float] | str] = []
+        resized: list[np.ndarray] = []
+        for data in blobs:
+            if isinstance(data, str):
+                outcomes.append(data)
+                continue
+            t1 = time.perf_counter()
+            try:
+                frame = decode_frame(data, self.config.max_frame_pixels)
+            except FrameRejected as exc:
+                outcomes.append(str(exc))
+                continue
+            resized.append(processing.resize(frame.pixels))
+            outcomes.append({"fetch_ms": fetch_ms, "preprocess_ms": round((time.perf_counter() - t1) * 1000, 2)})
+        if not resized:
+            return PreparedFrames(outcomes, None, [])
+        pixels = np.stack(resized)
+        return PreparedFrames(outcomes, pixels, quality_features_batch(pixels))
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self) -> list[dict[str, Any]]:
+        return [asdict(model) for model in await self.classifier.loaded.remote()]
+
+    @api.post("/v1/classify", response_model=None, responses={
+        200: {"model": ClassifyResponse}, 404: {"model": ErrorBody}, 422: {"description": "invalid request"},
+        500: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def classify(self, request: ClassifyRequest) -> JSONResponse:
+        started = time.perf_counter()
+        try:
+            model = await self._describe(request.model)
+        except Exception as exc:
+            return _describe_failed(request.model, exc)
+
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await loop.run_in_executor(
+                self.pool, self._prepare, [f.object_key for f in request.frames], model.processing)
+        except StoreUnavailable as exc:
+            return _error(503, "store_unavailable", str(exc))
+        t_pre = time.perf_counter()
+
+        rejections, accepted = [], []
+        for frame, outcome in zip(request.frames, prepared.outcomes, strict=True):
+            if isinstance(outcome, str):
+                rejections.append({"frame_id": frame.frame_id, "reason": outcome})
+            else:
+                accepted.append((frame, outcome))
+        predictions: list[dict[str, Any]] = []
+        infer_ms, batch_frames = 0.0, 0
+        if prepared.pixels is not None:
+            try:
+                answer: Classification = await self.classifier.classify.remote(model.version, prepared.pixels)
+            except Exception as exc:
+                log.exception("classify failed", version=model.version)
+                return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
+            infer_ms, batch_frames = answer.infer_ms, answer.batch_frames
+            for (frame, timings), quality, decision in zip(accepted, prepared.qualities, answer.decisions,
+                                                            strict=True):
+                predictions.append({"frame_id": frame.frame_id, "label": decision.label,
+                                    "confidence": decision.confidence, "probabilities": decision.probabilities,
+                                    "quality": quality, "timings": {**timings, "infer_ms": round(infer_ms, 2)}})
+        # Plain dicts in the ClassifyResponse shape (the client validates them): building and then
+        # re-validating pydantic models for every frame cost more CPU here than the model's forward pass.
+        return JSONResponse({
+            "model_version": model.version,
+            "backend": model.backend,
+            "predictions": predictions,
+            "rejections": rejections,
+            "timings": {"preprocess_ms": round((t_pre - started) * 1000, 2), "infer_ms": round(infer_ms, 2),
+                        "batch_frames": batch_frames, "total_ms": round((time.perf_counter() - started) * 1000, 2)},
+        })
