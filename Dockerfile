@@ -10,5 +10,8 @@ COPY workers workers
 COPY vision vision
 COPY serving serving
 COPY api api
-RUN pip install --no-cache-dir -c requirements.lock . && useradd --create-home sightline
+# The data dir (Ray's temp files, caches) belongs to the unprivileged user the processes run as. Secrets
+# never enter the image: they come from the environment at run time (.env, see .env.example).
+RUN pip install --no-cache-dir -c requirements.lock . && useradd --create-home sightline \
+    && mkdir -p /data && chown sightline:sightline /data
 USER sightline

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint up down status bench-serving bench-ingest clean browser
+.PHONY: demo test test-faults lint up down status bench-serving bench-ingest clean browser
 
 # The venv is rebuilt only when the dependencies change; a re-run costs a few seconds.
 $(STAMP): pyproject.toml requirements.lock
@@ -34,8 +34,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The suite includes the short fault run (tests/faults/: each part of a stack killed once under load).
 test: lint browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	SIGHTLINE_FAULT_ROUNDS=1 SIGHTLINE_FAULT_DB_OUTAGE_S=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The whole fault suite: every part killed 4 times under load (20 kills), the first Postgres kill
+# left down for a minute; prints the table of kills and recovery times. Longer than `make test`.
+test-faults: $(STAMP)
+	SIGHTLINE_FAULT_ROUNDS=4 SIGHTLINE_FAULT_DB_OUTAGE_S=60 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/faults $(PYTEST_ARGS)
 
 up: $(STAMP)
 	@$(BIN)/sightline up

@@ -1,52 +1,99 @@
-"""The classification activity: one call to the inference service per chunk of frames (never one per
-frame). Runs on the `inference` task queue so serving capacity is scaled apart from orchestration."""
+"""Classification: one activity per chunk of a batch's positions (never one per frame). It reads the
+frames' keys from Postgres, asks the inference service, and records what came back (predictions, each
+frame's decode outcome, the batch running) in one transaction before it answers, so "classify" and
+"record predictions" can never be split by a crash. It applies the routing rules to what it recorded
+and returns only totals and the frames that go somewhere: the batch's history stays small whatever the
+batch size.
+
+Runs on the `inference` task queue, so serving capacity is scaled apart from orchestration.
+"""
 
 from __future__ import annotations
 
-from temporalio import activity
+from collections import Counter
+from typing import Protocol
 
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating
+from infra.db import DbPool
 from infra.log import get_logger
-from serving.client import ServingClient, ServingError
-from workflows.batch_types import FrameOutcome
-from workflows.failures import ServingFailure
-from workflows.inference_types import (
-    ClassifyFramesInput,
-    ClassifyFramesResult,
-    FramePrediction,
-)
+from infra.tables import batches, frames, predictions
+from serving.client import ServingError
+from serving.schema import ClassifyResponse
+from workflows.batch_types import ClassifiedFrames, ClassifyBatchInput, RoutedFrame
+from workflows.failures import RecordFailure, ServingFailure
+from workflows.routing import qa_draw, routes_for
 
 log = get_logger(__name__)
+
+# The timings worth keeping with a prediction; the rest are for the service's own logs.
+_KEPT_TIMINGS = ("preprocess_ms", "infer_ms")
+
+
+class Classifier(Protocol):
+    """What the activity needs of the inference service (serving.client has the implementations)."""
+
+    async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse: ...
 
 
 def _r4(values: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in values.items()}
 
 
+def serving_failure(exc: ServingError, batch_id: str) -> ApplicationError:
+    """The activity failure for a serving error. Unreachable, overloaded, 5xx: Temporal retries with
+    backoff. Bad input (4xx): retrying cannot help, so the activity fails at once with the service's reason."""
+    log.warning("classification failed", batch_id=batch_id, retryable=exc.retryable, status=exc.status, error=str(exc))
+    failure = ServingFailure.UNAVAILABLE if exc.retryable else ServingFailure.REJECTED
+    return failure.error(str(exc))
+
+
 class InferenceActivities:
-    def __init__(self, client: ServingClient) -> None:
-        self.client = client
+    def __init__(self, classifier: Classifier, pool: DbPool) -> None:
+        self.classifier = classifier
+        self.pool = pool
 
     @activity.defn
-    async def classify_frames(self, input: ClassifyFramesInput) -> ClassifyFramesResult:
-        if not input.frames:
-            return ClassifyFramesResult(model_version="", predictions=[], rejections=[])
+    async def classify_batch(self, input: ClassifyBatchInput) -> ClassifiedFrames:
+        async with self.pool.connection() as conn:
+            rows = await frames.in_positions(conn, input.batch_id, input.start, input.end)
+        if len(rows) != input.end - input.start:
+            raise RecordFailure.MISSING_FRAMES.error(
+                f"batch {input.batch_id} has {len(rows)} recorded frames at positions [{input.start}, {input.end})")
+        keys = {row["frame_id"]: row["object_key"] for row in rows}
         try:
-            response = await self.client.classify([(f.frame_id, f.object_key) for f in input.frames], input.model_alias)
+            async with heartbeating():
+                response = await self.classifier.classify(list(keys.items()), input.model_alias)
         except ServingError as exc:
-            # Unreachable/overloaded/5xx: Temporal retries with backoff. Bad input (4xx): retrying cannot
-            # help, so fail the activity at once with the service's reason.
-            log.warning("classification failed", batch_id=input.batch_id, retryable=exc.retryable, status=exc.status,
-                        error=str(exc))
-            failure = ServingFailure.UNAVAILABLE if exc.retryable else ServingFailure.REJECTED
-            raise failure.error(str(exc)) from exc
+            raise serving_failure(exc, input.batch_id) from exc
+
         version = response.model_version
-        predictions = [
-            FramePrediction(frame_id=p.frame_id, label=p.label, confidence=round(p.confidence, 4),
-                            probabilities=_r4(p.probabilities), quality=_r4(p.quality), model_version=version,
-                            timings=_r4({k: v for k, v in p.timings.items() if k in ("preprocess_ms", "infer_ms")}))
-            for p in response.predictions
-        ]
-        rejections = [FrameOutcome(frame_id=r.frame_id, accepted=False, reason=r.reason) for r in response.rejections]
-        log.info("frames classified", batch_id=input.batch_id, model_version=version, predictions=len(predictions),
-                 rejections=len(rejections), total_ms=response.timings.get("total_ms"))
-        return ClassifyFramesResult(model_version=version, predictions=predictions, rejections=rejections)
+        outcomes = [frames.Validation(p.frame_id, True, p.sha256, None, p.width, p.height, p.image_format)
+                    for p in response.predictions]
+        outcomes += [frames.Validation(r.frame_id, False, r.sha256, r.reason) for r in response.rejections]
+        rows_out = [predictions.NewPrediction(
+            p.frame_id, version, p.label, round(p.confidence, 4), _r4(p.probabilities), _r4(p.quality),
+            _r4({k: v for k, v in p.timings.items() if k in _KEPT_TIMINGS}),
+            None if p.novelty is None else round(p.novelty, 4), p.unfamiliar,
+        ) for p in response.predictions]
+        async with self.pool.connection() as conn, conn.transaction():
+            await batches.mark_running(conn, input.batch_id, activity.info().workflow_run_id)
+            await frames.record_validation(conn, outcomes)
+            await predictions.upsert(conn, rows_out)
+
+        routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4))
+                  for p in response.predictions
+                  for route, reason in routes_for(p.label, p.confidence, p.unfamiliar, input.rules,
+                                                  qa_draw(p.frame_id))]
+        log.info("frames classified", batch_id=input.batch_id, model_version=version,
+                 predictions=len(response.predictions), rejections=len(response.rejections), routed=len(routed),
+                 total_ms=response.timings.get("total_ms"))
+        classes = sorted(response.predictions[0].probabilities) if response.predictions else []
+        return ClassifiedFrames(
+            model_version=version if response.predictions else None, classes=classes,
+            classified=len(response.predictions), rejected=len(response.rejections),
+            unfamiliar=sum(1 for p in response.predictions if p.unfamiliar),
+            label_counts=dict(Counter(p.label for p in response.predictions)), routed=routed,
+        )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from api.auth import Principal, require_roles
+from api.auth import Principal, require_roles, require_roles_or_session
 
 # Backend teams submit batches and camera frames.
 INGESTERS = ("ingest",)
@@ -19,9 +19,25 @@ FRAME_READERS = ("ingest", "reviewer", "ml-engineer", "ops")
 REVIEWERS = ("reviewer", "ml-engineer")
 # Ops watch the review queue's health; they do not review.
 REVIEW_WATCHERS = (*REVIEWERS, "ops")
+# Prometheus scrapes /metrics with an ops key (`authorization: {credentials: sl_...}` in its config).
+METRICS_READERS = ("ops",)
+# Drift checks (start one, read the reports), model versions and their cards, retraining runs: ML
+# engineers and ops; only ML engineers trigger or cancel retraining.
+DRIFT_CHECKERS = ("ml-engineer", "ops")
+MODEL_READERS = ("ml-engineer", "ops")
+RETRAINING_READERS = ("ml-engineer", "ops")
+RETRAINERS = ("ml-engineer",)
 
 IngestCaller = Annotated[Principal, Depends(require_roles(*INGESTERS))]
 BatchReader = Annotated[Principal, Depends(require_roles(*BATCH_READERS))]
 FrameReader = Annotated[Principal, Depends(require_roles(*FRAME_READERS))]
 Reviewer = Annotated[Principal, Depends(require_roles(*REVIEWERS))]
+# The frame under review, which the reviewer page loads with its session cookie (the only /v1 route that
+# takes the cookie; it only reads).
+ReviewerOrSession = Annotated[Principal, Depends(require_roles_or_session(*REVIEWERS))]
 ReviewWatcher = Annotated[Principal, Depends(require_roles(*REVIEW_WATCHERS))]
+MetricsReader = Annotated[Principal, Depends(require_roles(*METRICS_READERS))]
+DriftChecker = Annotated[Principal, Depends(require_roles(*DRIFT_CHECKERS))]
+ModelReader = Annotated[Principal, Depends(require_roles(*MODEL_READERS))]
+RetrainingReader = Annotated[Principal, Depends(require_roles(*RETRAINING_READERS))]
+Retrainer = Annotated[Principal, Depends(require_roles(*RETRAINERS))]

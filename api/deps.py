@@ -9,12 +9,17 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from api.services.batches import BatchService
-from api.services.cameras import CameraStreams
+from api.services.cameras import CameraStats, CameraStreams
+from api.services.drift import DriftService
 from api.services.frames import FrameService
+from api.services.models import ModelCatalog
+from api.services.retraining import RetrainingService
 from api.services.review_queue import ReviewQueue
+from api.services.uploads import Uploads
 from infra.db import DbPool
 from infra.settings import Settings
 from infra.store import ObjectStore
+from vision.registry import ModelRegistry
 
 
 def _pool(request: Request) -> DbPool:
@@ -51,15 +56,45 @@ def _cameras(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: Sett
     return CameraStreams(pool, store, temporal, settings)
 
 
+def _camera_stats(pool: DbDep) -> CameraStats:
+    return CameraStats(pool)
+
+
 def _frames(pool: DbDep, store: StoreDep, settings: SettingsDep) -> FrameService:
     return FrameService(pool, store, settings)
 
 
-def _review_queue(pool: DbDep, temporal: TemporalDep) -> ReviewQueue:
-    return ReviewQueue(pool, temporal)
+def _review_queue(pool: DbDep, temporal: TemporalDep, settings: SettingsDep) -> ReviewQueue:
+    return ReviewQueue(pool, temporal, settings)
+
+
+def _uploads(store: StoreDep, settings: SettingsDep) -> Uploads:
+    return Uploads(store, settings)
 
 
 BatchServiceDep = Annotated[BatchService, Depends(_batches)]
+UploadsDep = Annotated[Uploads, Depends(_uploads)]
 CameraStreamsDep = Annotated[CameraStreams, Depends(_cameras)]
+CameraStatsDep = Annotated[CameraStats, Depends(_camera_stats)]
 FrameServiceDep = Annotated[FrameService, Depends(_frames)]
 ReviewQueueDep = Annotated[ReviewQueue, Depends(_review_queue)]
+
+
+def _drift(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: SettingsDep) -> DriftService:
+    return DriftService(pool, store, temporal, settings)
+
+
+def _retraining(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: SettingsDep) -> RetrainingService:
+    return RetrainingService(pool, store, temporal, settings)
+
+
+def _model_catalog(pool: DbDep) -> ModelCatalog:
+    # The registry is synchronous psycopg on the same database as the pool (infra.db.open_pool takes a URL).
+    url = pool.conninfo
+    assert isinstance(url, str)
+    return ModelCatalog(ModelRegistry(url))
+
+
+DriftServiceDep = Annotated[DriftService, Depends(_drift)]
+RetrainingServiceDep = Annotated[RetrainingService, Depends(_retraining)]
+ModelCatalogDep = Annotated[ModelCatalog, Depends(_model_catalog)]

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
 from api import metrics
+from api.errors import register_error_handlers
 from api.request_ids import RequestIdMiddleware
-from api.routes import batches, cameras, frames, health, review_page, reviews
+from api.routes import batches, cameras, drift, frames, health, models, retraining, review_page, reviews, uploads
+from api.routes.prometheus import router as prometheus_router
+from api.submission import FORM_LIMITS
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging
-from infra.secret_key import secret_key
+from infra.secret_key import require_configured_secret, secret_key
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
@@ -27,7 +29,9 @@ from workflows import search_attributes as sa
 
 def create_app(settings: Settings | None = None, *, temporal_client: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
-    secret = secret_key(settings)
+    # Outside the local stack a secret must be configured, not generated: refuse to start without one.
+    require_configured_secret(settings)
+    secret_key(settings)  # the local stack's is generated now, once, not by the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,17 +52,24 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         description="Durable orchestration for production computer vision: submit frame batches, "
         "read predictions, review uncertain frames, retrain and roll out models.",
         lifespan=lifespan,
+        # Every body is bounded before it is read: by its Content-Length, and by the bytes that stream
+        # in; forms get part limits too (Starlette's defaults take 1000 files and fields).
+        max_body_size=settings.max_request_bytes,
+        form_limits=FORM_LIMITS,
     )
+    register_error_handlers(app)
     app.middleware("http")(metrics.timing_middleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(prometheus_router)
     app.include_router(batches.router)
+    app.include_router(uploads.router)
     app.include_router(frames.router)
     app.include_router(cameras.router)
-    # The reviewer page signs in with an API key kept in this signed, HttpOnly, SameSite=Lax cookie.
-    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="sightline_session",
-                       same_site="lax", max_age=12 * 3600)
+    app.include_router(drift.router)
+    app.include_router(retraining.router)
+    app.include_router(models.router)
+    # The reviewer page keeps server-side sessions (api.auth); no cookie middleware, no key in a cookie.
     app.include_router(reviews.router)
     app.include_router(review_page.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")

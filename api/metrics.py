@@ -1,11 +1,11 @@
-"""Prometheus metrics of the API process, served at /metrics for ops' scrapers."""
+"""Prometheus metrics of the API process (served at /metrics by api.routes.prometheus, behind a key)."""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import Request
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Histogram(
@@ -14,16 +14,6 @@ REQUESTS = Histogram(
 )
 BATCHES_SUBMITTED = Counter("sightline_batches_submitted_total", "batches that started a workflow", registry=REGISTRY)
 FRAMES_SUBMITTED = Counter("sightline_frames_submitted_total", "frames in submitted batches", registry=REGISTRY)
-
-router = APIRouter(tags=["health"])
-
-
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics (public: no business data)")
-async def metrics(request: Request) -> Response:
-    from api.review_metrics import review_metrics  # it registers on REGISTRY, so it imports this module
-
-    await review_metrics(request.app.state.pool)  # the review gauges are read from Postgres per scrape
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 async def timing_middleware(request: Request, call_next):

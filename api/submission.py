@@ -5,9 +5,9 @@ that answer 4xx with a reason naming the frame before anything is stored or star
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
 from fastapi import HTTPException, Request
 from pydantic import ValidationError
@@ -15,22 +15,45 @@ from starlette.datastructures import UploadFile
 
 from api.schemas.batches import BatchFromStore
 from infra.settings import Settings
-from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, sha256_hex
+from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, frame_key, sha256_hex
+from infra.tables.api_keys import Principal
 from infra.tables.webhook_subscriptions import validate_webhook_url
-from workflows.batch_types import ID_PATTERN, SubmittedFrame
+from workflows.batch_types import KEY_PATTERN, MAX_KEY, MAX_NAME, NAME_PATTERN, SubmittedFrame
 
-_ID = re.compile(ID_PATTERN)
+_NAME, _KEY = re.compile(NAME_PATTERN), re.compile(KEY_PATTERN)
+MAX_FILENAME = 255
+
+
+class FormLimits(TypedDict, total=False):
+    """What FastAPI's `form_limits` take (its own TypedDict is private)."""
+
+    max_files: int
+    max_fields: int
+    max_part_size: int
+
+
+# Parts of a form, before any of it is read: a batch is at most 1024 files (settings cap it lower) and
+# a handful of short text fields; nothing else is parsed.
+FORM_LIMITS: FormLimits = {"max_files": 1024 + 1, "max_fields": 20, "max_part_size": 4096}
 # Declared types that say nothing about the content; the workflow's decoder decides for those.
 _UNTYPED = {"", "application/octet-stream"}
 
 
 @dataclass
 class Upload:
-    """A frame's bytes as uploaded, not stored yet."""
+    """A frame's bytes as uploaded, not stored yet, and the content address it will be stored under."""
 
     filename: str
     content_type: str
     data: bytes
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.sha256 = self.sha256 or sha256_hex(self.data)
+
+    @property
+    def object_key(self) -> str:
+        return frame_key(self.sha256)
 
 
 @dataclass
@@ -49,10 +72,30 @@ class Submission:
     def frame_count(self) -> int:
         return len(self.uploads if self.uploads is not None else self.stored or [])
 
+    def frames(self) -> list[SubmittedFrame]:
+        """The frames in order, named by the keys they are (or will be) stored under."""
+        if self.uploads is not None:
+            return [SubmittedFrame(u.object_key, len(u.data), u.filename, u.content_type) for u in self.uploads]
+        return list(self.stored or [])
+
+    def fingerprint(self) -> str:
+        """What the request asked for: the same idempotency key with other frames is another request."""
+        return sha256_hex("\n".join(f.object_key for f in self.frames()).encode())
+
 
 def check_id(name: str, value: str) -> str:
-    if not _ID.match(value):
-        raise HTTPException(422, f"{name} {value!r} must be 1-128 characters of letters, digits, '.', '_' or '-'")
+    """A camera or site id: 1-64 plain characters."""
+    if not _NAME.match(value):
+        raise HTTPException(422, f"{name} {value[:100]!r} must be 1-{MAX_NAME} characters of letters, digits, "
+                                 "'.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def check_key(value: str) -> str:
+    """An idempotency key: 1-128 plain characters."""
+    if not _KEY.match(value):
+        raise HTTPException(422, f"idempotency_key {value[:140]!r} must be 1-{MAX_KEY} characters of letters, "
+                                 "digits, '.', '_' or '-', starting with a letter or digit")
     return value
 
 
@@ -77,6 +120,8 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[Up
     frames = []
     for position, upload in enumerate(uploads):
         name = upload.filename or "unnamed"
+        if len(name) > MAX_FILENAME:
+            raise HTTPException(422, f"frame {position}: its filename is longer than {MAX_FILENAME} characters")
         declared = (upload.content_type or "").split(";")[0].strip().lower()
         if declared not in _UNTYPED and declared not in settings.accepted_content_types:
             raise HTTPException(
@@ -90,10 +135,21 @@ async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[Up
     return frames
 
 
-def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings) -> list[SubmittedFrame]:
+def upload_prefix(caller: Principal) -> str:
+    """Where a caller's own uploads live: a JSON submission may name objects under it and nowhere else
+    (not other callers' uploads, not model files)."""
+    return f"uploads/{caller.key_id}/"
+
+
+def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings,
+                  caller: Principal) -> list[SubmittedFrame]:
     check_count(len(body.frames), settings)
     submitted = []
+    owned = upload_prefix(caller)
     for position, frame in enumerate(body.frames):
+        if not frame.object_key.startswith(owned):
+            raise HTTPException(422, f"frame {position}: {frame.object_key[:100]!r} is not one of your uploads "
+                                     f"(under {owned}): upload it with PUT /v1/uploads/{{name}} first")
         try:
             size = store.size(frame.object_key)
         except InvalidKeyError as exc:
@@ -107,7 +163,7 @@ def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings) 
     return submitted
 
 
-async def read_submission(request: Request, store: ObjectStore, settings: Settings) -> Submission:
+async def read_submission(request: Request, store: ObjectStore, settings: Settings, caller: Principal) -> Submission:
     """The request's batch, or a 4xx that says what is wrong with it. The idempotency key is a field,
     else the Idempotency-Key header, else a digest of the frames (the same frames, the same batch)."""
     content_type = request.headers.get("content-type", "")
@@ -117,23 +173,24 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
             body = BatchFromStore.model_validate_json(await request.body())
         except ValidationError as exc:
             raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
-        stored = await asyncio.to_thread(_check_stored, store, body, settings)
+        stored = await asyncio.to_thread(_check_stored, store, body, settings, caller)
         key = body.idempotency_key or header_key or sha256_hex("\n".join(f.object_key for f in stored).encode())[:32]
         submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored)
     elif content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=settings.max_frames_per_batch + 1, max_fields=20)
+        form = await request.form(max_files=settings.max_frames_per_batch + 1, max_fields=FORM_LIMITS["max_fields"],
+                                  max_part_size=FORM_LIMITS["max_part_size"])
         camera_id = str(form.get("camera_id") or "")
         if not camera_id:
             raise HTTPException(422, "camera_id is required")
         uploads = await read_uploads([f for f in form.getlist("frames") if isinstance(f, UploadFile)], settings)
         key = str(form.get("idempotency_key") or "") or header_key or sha256_hex(
-            b"".join(hashlib.sha256(u.data).digest() for u in uploads))[:32]
+            b"".join(bytes.fromhex(u.sha256) for u in uploads))[:32]
         submission = Submission(camera_id, str(form.get("site_id") or "default"), key,
                                 str(form.get("webhook_url") or "") or None, uploads=uploads)
     else:
         raise HTTPException(415, "send multipart/form-data with image files, or application/json naming stored objects")
     check_id("camera_id", submission.camera_id)
     check_id("site_id", submission.site_id)
-    check_id("idempotency_key", submission.idempotency_key)
+    check_key(submission.idempotency_key)
     submission.webhook_url = check_webhook_url(submission.webhook_url)
     return submission

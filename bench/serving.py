@@ -10,10 +10,13 @@
    cores: one instance with every core's thread, or one single-threaded instance per core. The best
    is the reference, and the served classifier runs the same way (replicas x threads).
 3. Served: the real Serve application (preprocessor + batched classifier, same backend) on a local Ray;
-   --clients concurrent HTTP clients send object keys of generated JPEG frames for --duration seconds,
-   --frames-per-request at a time (default: the batch workflow's chunk). Served images/s therefore
-   include fetch, decode, validation, resize, quality features, HTTP and Ray hops.
-Prints images/s for both, `served/raw ratio: X.XX` on a line of its own, and p50/p95/p99 latency.
+   --clients concurrent clients send object keys of generated JPEG frames for --duration seconds,
+   --frames-per-request at a time (default: the batch workflow's chunk), through each --transport:
+   `http` (Serve's proxy and JSON, as outside callers do) and `handle` (the application's handle, as
+   the inference workers may). Served images/s therefore include fetch, decode, validation, resize,
+   quality features and the Ray hops, plus HTTP for the first.
+Prints images/s for each, `served/raw ratio: X.XX` and `served/raw-pipeline ratio: X.XX` per transport,
+the CPU each part spent per served image, and p50/p95/p99 latency.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,17 +139,49 @@ def _cpu_seconds_by_role(bench_pid: int) -> dict[str, float]:
     return totals
 
 
-async def bench_served(url: str, keys: list[str], clients: int, frames_per_request: int, seconds: float,
-                       warmup: float) -> tuple[float, list[float], int, dict[str, float]]:
-    """Images/s of the requests that complete inside the measured window, their latencies, errors,
-    and the CPU seconds each part of the served path used in that window."""
+Ask = Callable[[list[dict[str, str]]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def http_transport(url: str, clients: int) -> tuple[Ask, Callable[[], Awaitable[None]]]:
     import httpx
 
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    http = httpx.AsyncClient(base_url=url, timeout=300, limits=limits)
+
+    async def ask(frames: list[dict[str, str]]) -> tuple[int, dict[str, Any]]:
+        r = await http.post("/v1/classify", json={"frames": frames, "model": "production"})
+        return r.status_code, r.json()
+
+    return ask, http.aclose
+
+
+def handle_transport() -> tuple[Ask, Callable[[], Awaitable[None]]]:
+    from ray import serve
+
+    from serving.client import APP_NAME
+    from serving.schema import ClassifyRequest
+
+    handle = serve.get_app_handle(APP_NAME)
+
+    async def ask(frames: list[dict[str, str]]) -> tuple[int, dict[str, Any]]:
+        status, body = await handle.classify_keys.remote(ClassifyRequest.model_validate({"frames": frames}))
+        return status, body
+
+    async def close() -> None:
+        return None
+
+    return ask, close
+
+
+async def bench_served(transport: str, url: str, keys: list[str], clients: int, frames_per_request: int,
+                       seconds: float, warmup: float) -> tuple[float, list[float], int, dict[str, float]]:
+    """Images/s of the requests that complete inside the measured window, their latencies, errors,
+    and the CPU seconds each part of the served path used in that window."""
     latencies: list[float] = []
     images = 0
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+    ask, close = http_transport(url, clients) if transport == "http" else handle_transport()
+    try:
         measuring_from = time.perf_counter() + warmup
         stop_at = measuring_from + seconds
 
@@ -152,19 +189,19 @@ async def bench_served(url: str, keys: list[str], clients: int, frames_per_reque
             nonlocal images, errors
             i = cid * frames_per_request
             while True:
-                body = {"frames": [{"frame_id": f"c{cid}-{i + j}", "object_key": keys[(i + j) % len(keys)]}
-                                   for j in range(frames_per_request)], "model": "production"}
+                frames = [{"frame_id": f"c{cid}-{i + j}", "object_key": keys[(i + j) % len(keys)]}
+                          for j in range(frames_per_request)]
                 i += frames_per_request
                 sent = time.perf_counter()
-                r = await http.post("/v1/classify", json=body)
+                status, body = await ask(frames)
                 done = time.perf_counter()
                 if not measuring_from <= done <= stop_at:
                     continue
-                if r.status_code != 200:
+                if status != 200:
                     errors += 1
                     continue
                 latencies.append((done - sent) * 1000)
-                images += len(r.json()["predictions"])
+                images += len(body["predictions"])
 
         tasks = [asyncio.create_task(client(c)) for c in range(clients)]
         await asyncio.sleep(measuring_from - time.perf_counter())
@@ -174,6 +211,8 @@ async def bench_served(url: str, keys: list[str], clients: int, frames_per_reque
         for task in tasks:  # requests still in flight are not counted: stop them
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await close()
     cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
     return images / seconds, latencies, errors, cpu
 
@@ -197,6 +236,7 @@ def main() -> None:
     ap.add_argument("--preprocessor-replicas", type=int, default=1)
     ap.add_argument("--preprocess-threads", type=int, default=ServingConfig.preprocess_threads,
                     help="requests each preprocessor replica prepares at once")
+    ap.add_argument("--transport", default="http,handle", help="http, handle, or both (comma-separated)")
     ap.add_argument("--database-url", default=os.environ.get("SIGHTLINE_BENCH_DATABASE_URL", ""),
                     help="a Postgres to create the throwaway registry in, instead of starting one")
     ap.add_argument("--frames", type=int, default=256, help="distinct generated frames to cycle through")
@@ -258,7 +298,8 @@ def main() -> None:
         load_raw = os.getloadavg()[0]
 
         from infra.postgres_server import free_port
-        from serving.deploy import classifier_cpus, run_app, start_ray, stop
+        from serving.cluster import start_ray
+        from serving.deploy import classifier_cpus, run_app, stop
 
         config = ServingConfig(database_url=db_url, store_url=f"file://{store.root}", backend=backend_name,
                                backend_threads=threads, preprocess_threads=args.preprocess_threads)
@@ -271,8 +312,9 @@ def main() -> None:
                                  classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
                                  max_batch_size=max_bs, batch_wait_timeout_s=args.batch_wait_ms / 1000)
             run_app(config, "127.0.0.1", port, options)
-            served, latencies, errors, cpu = asyncio.run(bench_served(
-                f"http://127.0.0.1:{port}", keys, args.clients, args.frames_per_request, args.duration, args.warmup))
+            runs = {transport: asyncio.run(bench_served(
+                transport, f"http://127.0.0.1:{port}", keys, args.clients, args.frames_per_request, args.duration,
+                args.warmup)) for transport in args.transport.split(",")}
             load_served = os.getloadavg()[0]
         finally:
             stop()
@@ -283,24 +325,25 @@ def main() -> None:
 
         print(f"raw:    {best_raw:9.1f} images/s (best: {replicas}x{threads}, batch size {best_bs}; {raw_before:.1f} "
               f"before and {raw_after:.1f} after the served run)")
-        print(f"served: {served:9.1f} images/s ({args.clients} clients, {args.frames_per_request} frames/request, "
-              f"{replicas} classifier replica(s) x {threads} thread(s), max batch {max_bs}, "
-              f"wait {args.batch_wait_ms} ms, "
-              f"{errors} errors)")
-        print(f"served/raw ratio: {served / best_raw:.2f}")
         print(f"raw pipeline (decode + resize + quality + model, no Serve, {replicas}x{threads}, batch {best_bs}): "
-              f"{pipeline:9.1f} images/s; served/raw-pipeline ratio: {served / pipeline:.2f}")
-        served_images = served * args.duration
-        if served_images:
-            print("CPU ms per served image: " + ", ".join(
-                f"{role} {seconds * 1000 / served_images:.2f}"
-                for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
-                + f"; raw backend alone: {cpus * 1000 / best_raw:.2f} at full load")
+              f"{pipeline:9.1f} images/s")
+        for transport, (served, latencies, errors, cpu) in runs.items():
+            print(f"served over {transport}: {served:9.1f} images/s ({args.clients} clients, "
+                  f"{args.frames_per_request} frames/request, {replicas} classifier replica(s) x {threads} "
+                  f"thread(s), max batch {max_bs}, wait {args.batch_wait_ms} ms, {errors} errors)")
+            print(f"  {transport} served/raw ratio: {served / best_raw:.2f}")
+            print(f"  {transport} served/raw-pipeline ratio: {served / pipeline:.2f}")
+            served_images = served * args.duration
+            if served_images:
+                print("  CPU ms per served image: " + ", ".join(
+                    f"{role} {seconds * 1000 / served_images:.2f}"
+                    for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
+                    + f"; raw backend alone: {cpus * 1000 / best_raw:.2f} at full load")
+            print(f"  latency per request ms: p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}"
+                  f"  p99 {percentile(latencies, 99):.1f}  (n={len(latencies)}, "
+                  f"mean {statistics.fmean(latencies) if latencies else float('nan'):.1f})")
         print(f"1-min load average: {load_raw:.2f} during raw, {load_served:.2f} during served "
               f"({os.cpu_count()} cpus; other processes on the machine count too)")
-        print(f"latency per request ms: p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}  "
-              f"p99 {percentile(latencies, 99):.1f}  (n={len(latencies)}, "
-              f"mean {statistics.fmean(latencies) if latencies else float('nan'):.1f})")
     finally:
         if pg:
             pg.stop()

@@ -7,35 +7,51 @@ import importlib
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra.settings import get_settings
-from infra.stack import LocalStack, StackError
+from infra.stack import LocalStack, PartStatus, StackError
 
 app = typer.Typer(help="Sightline: durable orchestration for production computer vision.", no_args_is_help=True)
 # Off a terminal (make, CI logs) rich would wrap at 80 columns and cut URLs and paths.
 console = Console(width=None if Console().is_terminal else 200)
 
 
-def _status_table(parts) -> Table:
+_STATE_STYLE = {"running": "green", "unhealthy": "yellow", "down": "red"}
+
+
+def _status_table(parts: list[PartStatus]) -> Table:
     table = Table("part", "state", "pid", "where", "log")
     for part in parts:
-        state = "[green]running[/]" if part.running else "[red]stopped[/]"
+        state = f"[{_STATE_STYLE[part.state]}]{part.state}[/]"
         table.add_row(part.name, state, str(part.pid or "-"), part.url, str(part.log or "-"))
     return table
 
 
+def _print_status(parts: list[PartStatus]) -> None:
+    """The table, then for each part that is down or unhealthy why, with the end of its log."""
+    console.print(_status_table(parts))
+    for part in parts:
+        if part.problem:
+            why, *tail = part.problem.splitlines()
+            console.print(f"[bold]{part.name}[/]: {escape(why)}")
+            for line in tail:
+                console.print(f"    {escape(line)}", soft_wrap=True)
+
+
 @app.command()
 def up() -> None:
-    """Start the local stack (Postgres, Temporal + UI, Ray, worker, API); returns when all are healthy."""
+    """Start the local stack (Postgres, Temporal + UI, Ray, worker, API); returns when all are healthy.
+    Run it again after a crash: it starts the parts that died and leaves the living ones alone."""
     stack = LocalStack(get_settings())
     try:
         with console.status("starting the local stack") as status:
             parts = stack.up(progress=lambda name: status.update(f"starting {name}"))
     except StackError as exc:
-        console.print(f"[red]the stack did not come up:[/] {exc}")
+        console.print(f"[red]the stack did not come up:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
-    console.print(_status_table(parts))
+    _print_status(parts)
 
 
 @app.command()
@@ -47,10 +63,11 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Show each part of the local stack with its URL and pid."""
+    """Show each part of the local stack with its URL and pid; for a part that is down or unhealthy, why
+    (the end of its log). Exits with 3 unless every part runs and answers."""
     parts = LocalStack(get_settings()).status()
-    console.print(_status_table(parts))
-    if not all(p.running for p in parts):
+    _print_status(parts)
+    if not all(p.healthy for p in parts):
         raise typer.Exit(3)
 
 
@@ -61,6 +78,7 @@ _MOUNTS = [
     ("vision.cli", "model_app", "model"),
     ("vision.cli", "camera_command", "camera"),
     ("api.demo", "demo_command", "demo"),
+    ("api.retrain_cli", "retrain_command", "retrain"),
 ]
 
 

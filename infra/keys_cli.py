@@ -31,11 +31,13 @@ async def _run(fn, *args):
         return await fn(conn, *args)
 
 
-async def _create_audited(conn, name: str, role: str):
+async def _create_audited(conn, name: str, role: str, sites: list[str], cameras: list[str]):
     async with conn.transaction():  # no key without its audit row
-        created = await create_key(conn, name, role)
+        created = await create_key(conn, name, role, site_ids=sites, camera_ids=cameras)
         await append_audit(conn, key_id=None, key_name=cli_actor(), role=None, action="api_key.create",
-                           resource=f"api_keys/{created.key_id}", details={"name": name, "role": role})
+                           resource=f"api_keys/{created.key_id}",
+                           details={"name": name, "role": role, "site_ids": list(created.site_ids),
+                                    "camera_ids": list(created.camera_ids)})
     return created
 
 
@@ -48,16 +50,28 @@ async def _revoke_audited(conn, key_id: str) -> bool:
     return revoked
 
 
+def _scope(sites: tuple[str, ...], cameras: tuple[str, ...]) -> str:
+    parts = [f"sites {', '.join(sites)}" if sites else "", f"cameras {', '.join(cameras)}" if cameras else ""]
+    return "; ".join(p for p in parts if p) or "all"
+
+
 @keys_app.command("create")
 def create(
     name: str = typer.Option(..., "--name", help="who holds the key, e.g. 'line-1 backend'"),
     role: str = typer.Option(..., "--role", help=f"one of: {', '.join(ROLES)}"),
+    sites: list[str] = typer.Option([], "--site", help="limit the key to this site (repeat for several)"),
+    cameras: list[str] = typer.Option([], "--camera", help="limit the key to this camera (repeat for several)"),
 ) -> None:
-    """Create a key and print it. It is shown this once: only its hash is stored."""
+    """Create a key and print it. It is shown this once: only its hash is stored. With --site or
+    --camera the key sees and acts on those sites' and cameras' batches, frames and reviews only."""
     if role not in ROLES:
         raise typer.BadParameter(f"unknown role {role!r}: use one of {', '.join(ROLES)}", param_hint="--role")
-    created = asyncio.run(_run(_create_audited, name, role))
-    console.print(f"key id: {created.key_id}  name: {created.name}  role: {created.role}", highlight=False)
+    try:
+        created = asyncio.run(_run(_create_audited, name, role, sites, cameras))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"key id: {created.key_id}  name: {created.name}  role: {created.role}  scope: "
+                  f"{_scope(created.site_ids, created.camera_ids)}", highlight=False, soft_wrap=True)
     console.print("store this key now; it cannot be shown again:", style="bold")
     # Plain print: rich would wrap a long key and break copy-paste.
     print(created.raw_key)
@@ -68,11 +82,12 @@ def list_(include_revoked: bool = typer.Option(True, "--all/--active", help="inc
     """List keys (never their secrets)."""
     keys = asyncio.run(_run(list_keys, include_revoked))
     # Ids and roles are copied into other commands: never wrap them.
-    table = Table(Column("key id", no_wrap=True), "name", Column("role", no_wrap=True), "created", "last used",
-                  "revoked")
+    table = Table(Column("key id", no_wrap=True), "name", Column("role", no_wrap=True), "scope", "created",
+                  "last used", "revoked")
     fmt = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
     for k in keys:
-        table.add_row(k.key_id, k.name, k.role, fmt(k.created_at), fmt(k.last_used_at), fmt(k.revoked_at))
+        table.add_row(k.key_id, k.name, k.role, _scope(k.site_ids, k.camera_ids), fmt(k.created_at),
+                      fmt(k.last_used_at), fmt(k.revoked_at))
     console.print(table)
 
 

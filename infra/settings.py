@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,10 @@ class Settings(BaseSettings):
 
     # Where the local stack keeps its state: Temporal's SQLite file, Postgres, objects, logs, pids.
     data_dir: Path = Path(".sightline")
+    # "local": the stack on this machine (`sightline up`), which may generate its secrets into the data
+    # dir. "production": every secret must come from the environment; the API refuses to start without
+    # SIGHTLINE_SECRET_KEY (it refuses too whenever it listens on a non-loopback address).
+    deployment: Literal["local", "production"] = "local"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -24,6 +29,9 @@ class Settings(BaseSettings):
     inference_task_queue: str = "inference"
     training_task_queue: str = "training"
     worker_max_concurrent_activities: int = Field(16, ge=1)
+    worker_max_concurrent_workflow_tasks: int = Field(16, ge=1)
+    # Workflows kept in memory between tasks: a batch's next task then needs no replay of its history.
+    worker_max_cached_workflows: int = Field(1000, ge=0)
 
     # Empty means "the Postgres server the local stack runs in the data dir".
     database_url: str = ""
@@ -31,8 +39,10 @@ class Settings(BaseSettings):
     # file://<dir> (default: <data_dir>/objects) or s3://<bucket> with the endpoint and keys below.
     object_store_url: str = ""
     s3_endpoint: str = "127.0.0.1:9000"
-    s3_access_key: str = "minioadmin"
-    s3_secret_key: str = "minioadmin"
+    # No defaults: an s3:// store needs keys from the environment (production: a least-privilege user
+    # limited to the bucket, never the MinIO root user).
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
     s3_secure: bool = False
     s3_region: str = "us-east-1"
 
@@ -41,29 +51,48 @@ class Settings(BaseSettings):
     # How serving trains model v1 when none is registered: "standard" (a few minutes on the CPU) or
     # "tiny" (a small 64 px model in under a minute, for CI and smoke tests).
     bootstrap_profile: Literal["standard", "tiny"] = "standard"
-    # The Ray Serve HTTP endpoint the inference activities call.
+    # The Ray Serve HTTP endpoint (outside callers; the inference activities when the transport is http).
     serving_url: str = "http://127.0.0.1:8001"
+    # How the inference worker reaches the Serve application: "http" through Serve's proxy, or
+    # "handle", joining the serving Ray cluster as a driver (no proxy hop, no JSON). bench/ingest.py
+    # measures both.
+    serving_transport: Literal["http", "handle"] = "http"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # The URL clients and the demo use to reach the API; derived from host and port when empty.
     api_url: str = ""
 
-    # Signs time-limited image URLs and cookie sessions; generated into the data dir when empty.
+    # Signs time-limited image URLs and the sign-in form's CSRF cookie; generated into the data dir when
+    # empty, which only the local stack may do (see `deployment`).
     secret_key: str = ""
     image_url_ttl_s: int = Field(900, ge=10)
+    # Reviewer page sessions live server-side (api.sessions): this long after sign-in they end. The cookie
+    # is Secure when the request came over HTTPS; True or False forces it (behind a TLS-terminating
+    # proxy that does not forward the scheme, set True).
+    review_session_max_age_s: int = Field(12 * 3600, ge=60)
+    session_cookie_secure: bool | None = None
 
     log_json: bool | None = None  # None: JSON when stdout is not a terminal
     log_level: str = "INFO"
 
-    # Ingest limits.
-    max_frames_per_batch: int = Field(256, ge=1)
+    # Ingest limits. Every request body is capped before it is read; a batch's frames are held in memory
+    # until stored, so the cap bounds that too.
+    max_request_bytes: int = Field(128 * 1024 * 1024, ge=1024)
+    max_frames_per_batch: int = Field(256, ge=1, le=1024)
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1)
-    max_frame_pixels: int = Field(40_000_000, ge=1)
+    # Decoded pixels per frame (width x height), checked from the header before decoding: 12 MP is about
+    # 36 MB of RGB. Pillow's own bomb limit is set to the same number (vision.decode).
+    max_frame_pixels: int = Field(12_000_000, ge=1)
     accepted_content_types: list[str] = ["image/jpeg", "image/png", "image/webp"]
 
-    # Frames per classification activity; one activity per chunk, never one per frame.
-    classify_chunk_size: int = Field(64, ge=1)
+    # Frames per classification activity; one activity per chunk, never one per frame. Serving batches
+    # across activities anyway, so a whole batch is one chunk unless batches grow past this.
+    classify_chunk_size: int = Field(256, ge=1)
+    # Admission: past this many batches received or running per site, the API answers 429 with
+    # Retry-After instead of queueing without bound. Accepted batches are never dropped.
+    max_batches_in_flight_per_site: int = Field(64, ge=1)
+    admission_retry_after_s: int = Field(2, ge=1)
 
     # Live cameras: frames gather into a batch until this many arrive or this long after the first.
     camera_batch_max_frames: int = Field(32, ge=1)
@@ -82,6 +111,72 @@ class Settings(BaseSettings):
     review_sla_seconds: dict[str, float] = {"low": 86400.0, "normal": 14400.0, "high": 3600.0, "urgent": 900.0}
     review_claim_lease_seconds: float = Field(600.0, gt=0)
     review_escalation_webhook_url: str = ""
+    # The longest lease a reviewer may ask for, how many unexpired claims one reviewer may hold at once,
+    # and how long "next task" may take overall before it answers 503 (it skips unresponsive tasks).
+    review_max_lease_seconds: float = Field(1800.0, gt=0, le=4 * 3600)
+    review_max_claims_per_reviewer: int = Field(5, ge=1)
+    review_next_timeout_s: float = Field(5.0, gt=0, le=60)
+
+    # Webhooks go only to public addresses, checked when registered and again at every delivery (the
+    # connection goes to the checked address). Networks listed here are allowed besides: the local demo
+    # and the tests list the loopback ones ("127.0.0.0/8", "::1/128"); an operator may list an internal
+    # receiver's network on purpose. Empty (the default): public addresses only.
+    webhook_allowed_networks: list[str] = []
+    # After `sightline webhooks rotate`, deliveries are signed with the new and the previous secret for
+    # this long, so receivers can switch without dropping a delivery.
+    webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)
+
+    # ---- the loop: model signatures, drift checks, the retraining policy (issue 10) ----
+    # Ed25519 key that signs every model version's manifest (PEM, or the raw key in base64); empty: one
+    # generated once into the data dir, shared by every process of the local stack.
+    model_signing_key: str = ""
+    # Public keys (raw, base64) serving trusts besides the signing key's own; set without a signing key
+    # on hosts that only verify.
+    model_trusted_keys: list[str] = []
+    # Drift checks run per site every this many seconds (a Temporal Schedule the worker keeps current)
+    # and on demand, comparing the site's last `drift_window_frames` frames with production's reference.
+    drift_check_interval_s: float = Field(3600.0, gt=0)
+    drift_window_frames: int = Field(300, ge=10)
+    # Fewer current frames than this: the report says insufficient_data and nothing is decided.
+    drift_min_frames: int = Field(100, ge=1)
+    # A site has drifted when at least this share of the checked columns drift (Evidently's tests).
+    drift_column_share: float = Field(0.3, gt=0, le=1)
+    # A scheduled sweep checks the sites that sent frames within this many hours.
+    drift_active_site_hours: float = Field(24.0, gt=0)
+    # Where the signed `drift.detected` webhook goes when drift does not start retraining; empty: the
+    # decision is recorded and nothing is sent.
+    drift_webhook_url: str = ""
+    # On drift, retrain when at least this many reviewed labels arrived since production was trained and
+    # the last retraining started longer ago than the cooldown; otherwise notify and wait for labels.
+    retraining_min_new_labels: int = Field(200, ge=0)
+    retraining_cooldown_s: float = Field(6 * 3600.0, ge=0)
+    # A candidate is handed to rollout only when its accuracy beats production's by this margin.
+    retraining_min_improvement: float = Field(0.01, ge=0, le=1)
+    # Retraining defaults (POST /v1/retraining and `sightline retrain` may override them): the base
+    # generated set and input size of a bootstrap profile, epochs of fine-tuning from the production
+    # weights, the share of each batch drawn from reviewed frames, and the share of reviewed frames held
+    # out to evaluate on.
+    retraining_profile: Literal["standard", "tiny", "micro"] = "standard"
+    retraining_epochs: int = Field(6, ge=1)
+    retraining_reviewed_share: float = Field(0.5, ge=0, lt=1)
+    retraining_reviewed_holdout_pct: int = Field(20, ge=0, le=50)
+    # Training heartbeats: a killed training worker's job is retried (from its last epoch checkpoint)
+    # once this long passes without one; and the longest one training run may take.
+    training_heartbeat_timeout_s: float = Field(30.0, gt=0)
+    training_timeout_s: float = Field(4 * 3600.0, gt=0)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _lease_within_cap(self) -> Settings:
+        if self.review_claim_lease_seconds > self.review_max_lease_seconds:
+            raise ValueError("review_claim_lease_seconds must not exceed review_max_lease_seconds")
+        return self
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -1,11 +1,18 @@
 """The local stack: every real component as a process of ours, with its state, logs and pid under the
 data dir. `up` starts what is not running and returns when each part answers its health check;
-`down` stops them in reverse order. A file lock keeps two `up`s from starting anything twice."""
+`down` stops them in reverse order. A file lock keeps two `up`s from starting anything twice.
+
+`up` is also the way back after a crash: it starts whichever parts died (a pid file naming a process
+that is gone, a zombie or a stranger is stale; what a killed part left behind in its process group is
+cleared first) and leaves the living ones alone. Postgres comes back on the port it always had, and
+the living parts' connection pools find it again by themselves (infra.db.open_pool). `status` says
+which part is down or unhealthy, and why: the end of its log."""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -19,9 +26,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+import psycopg
 
 from infra.db import apply_migrations
-from infra.postgres_server import LocalPostgres
+from infra.postgres_server import LocalPostgres, PortTaken
+from infra.processes import alive, command_line, environment_has, kill_and_wait, kill_leftovers, listening_on
 from infra.settings import Settings
 from infra.stack_urls import LOCAL_DATABASE, postgres_dir
 from infra.temporal import connect, has_pollers, temporal_cli_path
@@ -34,10 +43,16 @@ class StackError(RuntimeError):
 @dataclass
 class PartStatus:
     name: str
-    running: bool
+    running: bool  # its process runs
     pid: int | None
     url: str
     log: Path | None
+    healthy: bool = False  # running, and it answers its health check
+    problem: str = ""  # when down or unhealthy: why, as far as we can tell, then the end of its log
+
+    @property
+    def state(self) -> str:
+        return "running" if self.healthy else "unhealthy" if self.running else "down"
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -50,27 +65,32 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, log: Path | None
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            tail = ""
-            if log and log.exists():
-                tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            tail = "".join(f"\n{line}" for line in log_tail(log, 20))
             raise StackError(f"{what} did not become healthy within {timeout:.0f}s{tail}")
         time.sleep(0.2)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except (FileNotFoundError, IndexError):
-        return True
+def log_tail(log: Path | None, lines: int = 6) -> list[str]:
+    """The last lines of a part's log, readable: a JSON line (our services log JSON) as its time,
+    level, event and fields, with an exception cut to its last line."""
+    if log is None or not log.exists():
+        return []
+    with open(log, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))
+        raw = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()][-lines:]
+    shown = []
+    for line in raw:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and "event" in entry:
+            exception = str(entry.pop("exception", "")).strip().splitlines()
+            head = " ".join(str(entry.pop(k, "")) for k in ("timestamp", "level", "event"))
+            fields = " ".join(f"{k}={v}" for k, v in entry.items() if k != "service")
+            line = " ".join(filter(None, [head, fields, exception[-1] if exception else ""]))
+        shown.append(line if len(line) <= 400 else line[:400] + " …")
+    return shown
 
 
 class LocalStack:
@@ -88,12 +108,21 @@ class LocalStack:
     def _pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
-    def _pid(self, name: str) -> int | None:
+    def _recorded_pid(self, name: str) -> int | None:
         try:
-            pid = int(self._pidfile(name).read_text())
+            return int(self._pidfile(name).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+
+    def _pid(self, name: str) -> int | None:
+        """The part's pid while the process we started runs; its pid file was written just after the
+        start, so a process that started later merely reuses the number."""
+        pid = self._recorded_pid(name)
+        try:
+            written = self._pidfile(name).stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return pid if alive(pid, started_by=written) else None
 
     def _log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -108,6 +137,7 @@ class LocalStack:
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._clear_leftovers(name)
         with open(self._log(name), "ab") as log:
             proc = subprocess.Popen(
                 args,
@@ -121,17 +151,38 @@ class LocalStack:
         self._pidfile(name).write_text(str(proc.pid))
         return proc.pid
 
+    def _clear_leftovers(self, name: str) -> None:
+        """Killed with SIGKILL, a part cannot take its children along (the serving process's Ray head,
+        raylet and replicas), and they would hold its ports and memory: clear them."""
+        stale = self._recorded_pid(name)
+        if stale and not self._pid(name):
+            kill_leftovers(stale)
+
+    def _claim_port(self, port: int, what: str) -> None:
+        """Before a part starts: nothing may listen on its port. What is left of an earlier run of ours
+        (a process whose environment names this data dir, such as the Serve proxy of a killed serving
+        process, still winding down and still answering) is stopped; another program is an error that
+        says who it is."""
+        holders = listening_on(port)
+        ours = [pid for pid in holders if environment_has(pid, "SIGHTLINE_DATA_DIR", str(self.root))]
+        kill_and_wait(ours)
+        others = [f"pid {pid}: {command_line(pid)[:120]}" for pid in holders if pid not in ours]
+        if others:
+            raise StackError(f"port {port}, where {what} listens, is taken by another program ({'; '.join(others)}): "
+                             "stop it, or give this stack other ports (SIGHTLINE_* settings)")
+
     def _stop(self, name: str, timeout: float = 20) -> bool:
         pid = self._pid(name)
         if pid is None:
+            self._clear_leftovers(name)
             self._pidfile(name).unlink(missing_ok=True)
             return False
         with suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             with suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         self._pidfile(name).unlink(missing_ok=True)
@@ -147,17 +198,21 @@ class LocalStack:
         if self.settings.database_url:
             apply_migrations(self.settings.database_url)
             return
-        self.postgres.start()
+        try:
+            self.postgres.start()
+        except PortTaken as exc:
+            raise StackError(str(exc)) from None
+        except subprocess.CalledProcessError as exc:
+            tail = "\n".join(log_tail(self.postgres.log, 20))
+            raise StackError(f"Postgres did not start: {(exc.stderr or '').strip()}\n{tail}") from None
         self.postgres.create_database(LOCAL_DATABASE)
         apply_migrations(self.database_url())
 
     def start_temporal(self) -> None:
         if self._pid("temporal"):
             return
-        if _port_open(self.temporal_host, self.temporal_port):
-            raise StackError(
-                f"port {self.temporal_port} is taken by another program: stop it or set SIGHTLINE_TEMPORAL_ADDRESS"
-            )
+        self._claim_port(self.temporal_port, "Temporal")
+        self._claim_port(self.ui_port, "the Temporal UI")
         # Search attributes are registered by the worker and the API at their start-up, from what
         # workflows/search_attributes.py declares (infra.temporal.ensure_search_attributes).
         db_file = self.root / "temporal.db"
@@ -168,7 +223,7 @@ class LocalStack:
             "--namespace", self.settings.temporal_namespace,
             "--log-level", "warn",
         ]
-        self._spawn("temporal", args)
+        self._spawn("temporal", args, {"SIGHTLINE_DATA_DIR": str(self.root)})  # marks it as ours
         _wait(lambda: _port_open(self.temporal_host, self.temporal_port), 60, "Temporal", self._log("temporal"))
         _wait(lambda: _port_open(self.temporal_host, self.ui_port), 30, "Temporal UI", self._log("temporal"))
 
@@ -179,45 +234,41 @@ class LocalStack:
             "SIGHTLINE_LOG_JSON": "true",
         }
 
-    def _start_service(self, name: str, module: str, what: str, timeout: float, healthy: Callable[[], bool]) -> None:
+    def _start_service(self, name: str, module: str, what: str, timeout: float, healthy: Callable[[], bool],
+                       port: int | None = None) -> None:
         """Spawn `python -m module` unless it runs, and wait until `healthy()`; if the process exits
         meanwhile, fail at once with the end of its log rather than at the deadline."""
         if self._pid(name):
             return
+        if port:
+            self._claim_port(port, what)
         self._spawn(name, [sys.executable, "-m", module], self._service_env())
 
         def check() -> bool:
             if not self._pid(name):
-                raise StackError(f"{what} exited:\n" + self._log(name).read_text(errors="replace")[-3000:])
+                raise StackError("\n".join([f"{what} exited:", *log_tail(self._log(name), 30)]))
             return healthy()
 
         _wait(check, timeout, what, self._log(name))
-
-    @staticmethod
-    def _http_ok(url: str) -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def start_serving(self) -> None:
         """The Ray Serve application (python -m serving.deploy). With no SIGHTLINE_RAY_ADDRESS it starts
         the local Ray head itself, temp dir under the data dir; a separate `ray start --head` would
         advertise the host's network address, which clients here cannot always reach. On a fresh data
         dir it first trains and registers model v1, which takes a few minutes on the CPU."""
+        restarting = self._recorded_pid("serving") is not None and not self._pid("serving")
         self._start_service("serving", "serving.deploy", "the inference service", 900,
-                            lambda: self._http_ok(f"{self.settings.serving_url}/healthz"))
+                            lambda: not self._serving_health(), urlparse(self.settings.serving_url).port)
+        if restarting and not self.settings.ray_address and self.settings.serving_transport == "handle":
+            # A worker that reaches Serve through its handle joined the Ray head that died with the
+            # serving process, and a Ray driver cannot move to the new one: it starts again with it.
+            self._stop("worker")
 
     def start_worker(self) -> None:
-        async def polling() -> bool:
-            client = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
-            return await has_pollers(client, self.settings.temporal_namespace, self.settings.orchestration_task_queue)
-
-        self._start_service("worker", "workers.main", "the worker", 90, lambda: asyncio.run(polling()))
+        self._start_service("worker", "workers.main", "the worker", 90, lambda: not self._worker_health())
 
     def start_api(self) -> None:
-        self._start_service("api", "api.main", "the API", 90,
-                            lambda: self._http_ok(f"{self.settings.resolved_api_url}/healthz"))
+        self._start_service("api", "api.main", "the API", 90, lambda: not self._api_health(), self.settings.api_port)
 
     # -- the whole -----------------------------------------------------------------------------
     def up(self, progress: Callable[[str], None] = lambda _: None) -> list[PartStatus]:
@@ -244,25 +295,96 @@ class LocalStack:
                 stopped.append("postgres")
         return stopped
 
+    # -- what runs, and what does not --------------------------------------------------------
+    def _problem(self, name: str, what: str, log: Path | None) -> str:
+        recorded = self._recorded_pid(name) if name != "postgres" else None
+        if recorded:
+            why = f"{what} is not running: pid {recorded} in {self._pidfile(name)} is gone (it exited or was killed)"
+        elif name == "postgres" and (self.postgres.pgdata / "postmaster.pid").exists():
+            why = f"{what} is not running: {self.postgres.pgdata / 'postmaster.pid'} names a process that is gone"
+        elif log is not None and log.exists():
+            why = f"{what} is not running (stopped)"
+        else:
+            why = f"{what} was never started here"
+        tail = log_tail(log)
+        return "\n".join([why + ("; the end of its log:" if tail else ""), *tail])
+
+    def _postgres_health(self) -> str:
+        try:
+            with psycopg.connect(self.database_url(), connect_timeout=2):
+                return ""
+        except psycopg.Error as exc:
+            return f"does not accept connections: {str(exc).strip()}"
+
+    def _temporal_health(self) -> str:
+        if _port_open(self.temporal_host, self.temporal_port):
+            return ""
+        return f"does not accept connections on {self.settings.temporal_address}"
+
+    @staticmethod
+    def _http_health(url: str) -> str:
+        try:
+            response = httpx.get(url, timeout=3)
+        except httpx.HTTPError as exc:
+            return f"{url} does not answer: {exc!r}"
+        return "" if response.status_code == 200 else f"{url} answers {response.status_code}: {response.text[:200]}"
+
+    def _serving_health(self) -> str:
+        return self._http_health(f"{self.settings.serving_url}/healthz")
+
+    def _api_health(self) -> str:
+        return self._http_health(f"{self.settings.resolved_api_url}/healthz")
+
+    def _worker_health(self) -> str:
+        s = self.settings
+
+        async def polling() -> bool:
+            client = await connect(s.temporal_address, s.temporal_namespace)
+            return await has_pollers(client, s.temporal_namespace, s.orchestration_task_queue)
+
+        try:
+            if asyncio.run(asyncio.wait_for(polling(), 5)):
+                return ""
+        except Exception as exc:  # whatever keeps us from asking Temporal is the answer
+            return f"cannot ask Temporal whether it polls: {exc!r}"
+        return f"no worker polls the task queue {s.orchestration_task_queue!r}"
+
+    def _part(self, name: str, what: str, pid: int | None, url: str, log: Path | None,
+              health: Callable[[], str]) -> PartStatus:
+        if pid is None:
+            return PartStatus(name, False, None, url, log, problem=self._problem(name, what, log))
+        trouble = health()
+        return PartStatus(name, True, pid, url, log, healthy=not trouble,
+                          problem=f"{what} runs but is unhealthy: {trouble}" if trouble else "")
+
     def status(self) -> list[PartStatus]:
         ui = f"http://{self.temporal_host}:{self.ui_port}"
-        pg_pid = None if self.settings.database_url else self.postgres.pid()
-        pg_running = bool(pg_pid) or bool(self.settings.database_url)
-        if pg_pid:
-            self.postgres.port = self.postgres._running_port()
-        return [
-            PartStatus("postgres", pg_running, pg_pid, self.database_url() if pg_running else "-",
-                       self.postgres.log if pg_pid else None),
-            PartStatus("temporal", bool(self._pid("temporal")), self._pid("temporal"),
-                       f"{self.settings.temporal_address} (UI {ui})", self._log("temporal")),
-            PartStatus("ray", bool(self._pid("serving")) or bool(self.settings.ray_address), self._pid("serving"),
-                       self.settings.ray_address or f"local head in the serving process, {self.root / 'ray'}",
-                       self._log("serving")),
-            PartStatus("serving", bool(self._pid("serving")), self._pid("serving"),
-                       f"{self.settings.serving_url} (Ray Serve)", self._log("serving")),
-            PartStatus("worker", bool(self._pid("worker")), self._pid("worker"),
-                       f"task queues: {self.settings.orchestration_task_queue}, {self.settings.inference_task_queue}",
-                       self._log("worker")),
-            PartStatus("api", bool(self._pid("api")), self._pid("api"),
-                       f"{self.settings.resolved_api_url} (docs /docs)", self._log("api")),
-        ]
+        s = self.settings
+        parts = []
+        if s.database_url:
+            trouble = self._postgres_health()
+            parts.append(PartStatus("postgres", True, None, s.database_url, None, healthy=not trouble,
+                                    problem=trouble))
+        else:
+            pg_pid = self.postgres.pid()
+            if pg_pid:
+                self.postgres.port = self.postgres.running_port() or self.postgres.port
+            parts.append(self._part("postgres", "Postgres", pg_pid, self.database_url() if pg_pid else "-",
+                                    self.postgres.log, self._postgres_health))
+        parts.append(self._part("temporal", "the Temporal server", self._pid("temporal"),
+                                f"{s.temporal_address} (UI {ui})", self._log("temporal"), self._temporal_health))
+        serving = self._part("serving", "the inference service", self._pid("serving"),
+                             f"{s.serving_url} (Ray Serve)", self._log("serving"), self._serving_health)
+        if s.ray_address:
+            parts.append(PartStatus("ray", True, None, s.ray_address, None, healthy=True))
+        else:
+            parts.append(PartStatus("ray", serving.running, serving.pid, f"local head in the serving process, "
+                                    f"{self.root / 'ray'}", serving.log, healthy=serving.running,
+                                    problem="" if serving.running else "runs inside the serving process: see serving"))
+        parts.append(serving)
+        parts.append(self._part("worker", "the worker", self._pid("worker"),
+                                f"task queues: {s.orchestration_task_queue}, {s.inference_task_queue}",
+                                self._log("worker"), self._worker_health))
+        parts.append(self._part("api", "the API", self._pid("api"), f"{s.resolved_api_url} (docs /docs)",
+                                self._log("api"), self._api_health))
+        return parts

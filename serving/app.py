@@ -16,10 +16,9 @@ from ray import serve
 
 from serving.backends.base import default_backend
 from serving.classifier import BATCH_WAIT_TIMEOUT_S, MAX_BATCH_SIZE, Classifier
+from serving.client import APP_NAME  # noqa: F401  (declared with the client, which may not import Ray)
 from serving.config import ServingConfig
 from serving.preprocessor import Preprocessor
-
-APP_NAME = "sightline"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The classifier deployment: holds the model versions it was asked for (sha256-verified when loaded),
-resolves aliases, and batches the frames of concurrent requests into shared forward passes with
-`@serve.batch`."""
+"""The classifier deployment: holds the model versions it was asked for (signature- and sha256-verified
+when loaded: a version without a valid signature by a trusted key is refused), resolves aliases, and
+batches the frames of concurrent requests into shared forward passes with `@serve.batch`. Each pass
+answers logits and, for versions calibrated for it, every frame's novelty score."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from ray import serve
 
 from infra.log import get_logger
-from serving.backends.base import Backend, default_backend, make_backend, required_files
+from serving.backends.base import Backend, default_backend, make_backend, optional_files, required_files
 from serving.config import ServingConfig
 from serving.messages import Classification, ModelDescription, ResolvedModel
 from vision.artifacts import Manifest, load_verified
@@ -79,9 +80,12 @@ class Classifier:
         if row is None:
             raise ModelNotFound(f"no model version {version!r}")
         manifest, files = load_verified(self.store, row.manifest_key, row.manifest_sha256,
-                                        required_files(self.backend_name))
+                                        required_files(self.backend_name), optional=optional_files(self.backend_name),
+                                        trusted_keys=self.config.trusted_keys)
         backend = make_backend(self.backend_name, manifest, files, threads=self.config.backend_threads)
         self.models[version] = LoadedModel(manifest, backend)
+        if not manifest.novelty:
+            log.warning("model has no novelty calibration: its frames are never flagged unfamiliar", version=version)
         log.info("model loaded", version=version, backend=backend.name, architecture=manifest.architecture)
         return self.models[version]
 
@@ -132,9 +136,9 @@ class Classifier:
             batch = np.concatenate([queued[i].pixels for i in idxs])
             started = time.perf_counter()
             # Off the event loop, so requests keep queueing into the next batch while this one runs.
-            logits = await asyncio.to_thread(model.backend.predict, batch)
+            logits, novelty = await asyncio.to_thread(model.backend.scores, batch)
             infer_ms = (time.perf_counter() - started) * 1000
-            decisions = model.manifest.processing.decide(logits)
+            decisions = model.manifest.processing.decide(logits, novelty)
             offset = 0
             for i in idxs:
                 n = len(queued[i].pixels)

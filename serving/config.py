@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.settings import get_settings
 from infra.store import ObjectStore, open_store
+from vision.signatures import trusted_keys_from_settings
+
+
+def default_trusted_keys() -> tuple[str, ...]:
+    """The public keys of this process's settings (the signing key in the data dir, by default): the
+    process that builds the config is the one that knows them; replicas elsewhere only receive them."""
+    return trusted_keys_from_settings(get_settings())
 
 
 @dataclass
@@ -24,7 +32,10 @@ class ServingConfig:
     # threads: threads of one process contend for the GIL around the decoding, and on 2 cores four of
     # them cost 0.75 ms of CPU per frame where one costs 0.48 (bench/serving.py's CPU breakdown).
     preprocess_threads: int = 1
-    max_frame_pixels: int = 40_000_000
+    max_frame_pixels: int = 12_000_000  # settings.max_frame_pixels; serving.deploy passes the configured one
+    # Ed25519 public keys (raw, base64) whose signatures on a version's manifest serving accepts; a
+    # version signed by none of them, or not signed, is refused.
+    trusted_keys: tuple[str, ...] = field(default_factory=default_trusted_keys)
 
     def open_store(self) -> ObjectStore:
         return open_store(self.store_url, **self.store_options)

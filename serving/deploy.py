@@ -23,6 +23,7 @@ from infra.db import apply_migrations
 from infra.log import configure_logging, get_logger
 from infra.settings import Settings, get_settings
 from serving.app import APP_NAME, AppOptions, build_app
+from serving.cluster import start_stack_head
 from serving.config import ServingConfig
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ log = get_logger(__name__)
 
 def serving_config(settings: Settings, database_url: str, backend: str = "auto",
                    backend_threads: int | None = None) -> ServingConfig:
+    from vision.signatures import trusted_keys_from_settings
+
     return ServingConfig(
         database_url=database_url,
         store_url=settings.resolved_object_store_url,
@@ -42,24 +45,8 @@ def serving_config(settings: Settings, database_url: str, backend: str = "auto",
         backend=backend,
         backend_threads=backend_threads,
         max_frame_pixels=settings.max_frame_pixels,
+        trusted_keys=trusted_keys_from_settings(settings),
     )
-
-
-def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, namespace="sightline", log_to_driver=False)
-    else:
-        # Ray writes sockets and logs under _temp_dir; keep them in our data dir, not /tmp/ray.
-        # worker_niceness 0: Ray starts workers at nice 15 by default, which lets any other process on
-        # the host starve the Serve replicas; here the replicas are the service.
-        # address="local": always a new head of our own, never some other Ray found running on the host.
-        ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
-                 namespace="sightline", log_to_driver=False, object_store_memory=512 * 1024 * 1024,
-                 _system_config={"worker_niceness": 0})
 
 
 def run_app(config: ServingConfig, host: str, port: int, options: AppOptions) -> DeploymentHandle:
@@ -134,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     version = ensure_production_model(config, settings, bootstrap=not args.no_bootstrap)
 
     url = urlparse(settings.serving_url)
-    ray_dir = settings.resolved_data_dir / "ray"
-    ray_dir.mkdir(parents=True, exist_ok=True)
-    start_ray(settings.ray_address, str(ray_dir))
+    start_stack_head(settings)
     # After ray.init, which installs handlers of its own: SIGTERM must lead to an orderly shutdown of
     # Serve and Ray (the `finally` below), not to an exit that leaves Ray's agents behind.
     stopping = threading.Event()

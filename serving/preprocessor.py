@@ -5,6 +5,7 @@ Frames it cannot use come back as per-frame rejections, never as a failed batch.
 # No `from __future__ import annotations` here: FastAPI must see real types on the ingress methods
 # (string annotations on a Serve ingress class are not resolved, and the body would become a query).
 import asyncio
+import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError
 from serving.backends.base import BackendUnavailable
 from serving.config import ServingConfig
 from serving.messages import Classification, ResolvedModel
-from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody
+from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody, FrameKey
 from vision.artifacts import IntegrityError
 from vision.decode import FrameRejected, decode_frame
 from vision.processing import Processing
@@ -38,10 +39,27 @@ class StoreUnavailable(RuntimeError):
 
 
 @dataclass
+class Decoded:
+    """What decoding an accepted frame found, reported with its prediction (and recorded with it)."""
+
+    sha256: str
+    width: int
+    height: int
+    image_format: str
+    timings: dict[str, float]
+
+
+@dataclass
+class Refused:
+    reason: str
+    sha256: str = ""  # empty when the bytes could not be fetched
+
+
+@dataclass
 class PreparedFrames:
     """A request's frames after fetching and decoding."""
 
-    outcomes: list[dict[str, float] | str]  # per frame: its timings, or the reason it was rejected
+    outcomes: list[Decoded | Refused]  # per frame, in order
     pixels: np.ndarray | None  # the accepted frames as one uint8 NHWC batch; None when none was accepted
     qualities: list[dict[str, float]]  # per accepted frame
 
@@ -51,12 +69,16 @@ def _cause(exc: BaseException) -> BaseException:
     return getattr(exc, "cause", None) or exc
 
 
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    body = ErrorBody(error=code, detail=detail, retryable=status >= 500)
-    return JSONResponse(status_code=status, content=body.model_dump())
+# An answer in the HTTP body's shape, with its status: what POST /v1/classify sends as JSON, and what
+# `classify_keys` hands a caller holding the application's handle as it is.
+Reply = tuple[int, dict[str, Any]]
 
 
-def _describe_failed(ref: str, exc: Exception) -> JSONResponse:
+def _error(status: int, code: str, detail: str) -> Reply:
+    return status, ErrorBody(error=code, detail=detail, retryable=status >= 500).model_dump()
+
+
+def _describe_failed(ref: str, exc: Exception) -> Reply:
     cause = _cause(exc)
     if isinstance(cause, ModelNotFound):
         return _error(404, "model_not_found", str(cause))
@@ -107,20 +129,23 @@ class Preprocessor:
         else:  # a network store: overlap the round trips
             blobs = list(self.io_pool.map(self._fetch, object_keys))
         fetch_ms = round((time.perf_counter() - t0) * 1000 / max(1, len(object_keys)), 2)
-        outcomes: list[dict[str, float] | str] = []
+        outcomes: list[Decoded | Refused] = []
         resized: list[np.ndarray] = []
         for data in blobs:
             if isinstance(data, str):
-                outcomes.append(data)
+                outcomes.append(Refused(data))
                 continue
             t1 = time.perf_counter()
+            digest = hashlib.sha256(data).hexdigest()
             try:
                 frame = decode_frame(data, self.config.max_frame_pixels)
             except FrameRejected as exc:
-                outcomes.append(str(exc))
+                outcomes.append(Refused(str(exc), digest))
                 continue
             resized.append(processing.resize(frame.pixels))
-            outcomes.append({"fetch_ms": fetch_ms, "preprocess_ms": round((time.perf_counter() - t1) * 1000, 2)})
+            preprocess_ms = round((time.perf_counter() - t1) * 1000, 2)
+            outcomes.append(Decoded(digest, frame.width, frame.height, frame.format,
+                                    {"fetch_ms": fetch_ms, "preprocess_ms": preprocess_ms}))
         if not resized:
             return PreparedFrames(outcomes, None, [])
         pixels = np.stack(resized)
@@ -138,6 +163,15 @@ class Preprocessor:
         200: {"model": ClassifyResponse}, 404: {"model": ErrorBody}, 422: {"description": "invalid request"},
         500: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def classify(self, request: ClassifyRequest) -> JSONResponse:
+        status, body = await self._answer(request)
+        return JSONResponse(body, status_code=status)
+
+    async def classify_keys(self, request: ClassifyRequest) -> Reply:
+        """POST /v1/classify for callers inside the Ray cluster holding the application's handle (the
+        inference workers): no HTTP proxy, no JSON; Ray pickles the same reply."""
+        return await self._answer(request)
+
+    async def _answer(self, request: ClassifyRequest) -> Reply:
         started = time.perf_counter()
         try:
             model = await self._describe(request.model)
@@ -152,10 +186,11 @@ class Preprocessor:
             return _error(503, "store_unavailable", str(exc))
         t_pre = time.perf_counter()
 
-        rejections, accepted = [], []
+        rejections: list[dict[str, Any]] = []
+        accepted: list[tuple[FrameKey, Decoded]] = []
         for frame, outcome in zip(request.frames, prepared.outcomes, strict=True):
-            if isinstance(outcome, str):
-                rejections.append({"frame_id": frame.frame_id, "reason": outcome})
+            if isinstance(outcome, Refused):
+                rejections.append({"frame_id": frame.frame_id, "reason": outcome.reason, "sha256": outcome.sha256})
             else:
                 accepted.append((frame, outcome))
         predictions: list[dict[str, Any]] = []
@@ -167,18 +202,21 @@ class Preprocessor:
                 log.exception("classify failed", version=model.version)
                 return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
             infer_ms, batch_frames = answer.infer_ms, answer.batch_frames
-            for (frame, timings), quality, decision in zip(accepted, prepared.qualities, answer.decisions,
+            for (frame, decoded), quality, decision in zip(accepted, prepared.qualities, answer.decisions,
                                                             strict=True):
                 predictions.append({"frame_id": frame.frame_id, "label": decision.label,
                                     "confidence": decision.confidence, "probabilities": decision.probabilities,
-                                    "quality": quality, "timings": {**timings, "infer_ms": round(infer_ms, 2)}})
+                                    "novelty": decision.novelty, "unfamiliar": decision.unfamiliar,
+                                    "quality": quality, "timings": {**decoded.timings, "infer_ms": round(infer_ms, 2)},
+                                    "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height,
+                                    "image_format": decoded.image_format})
         # Plain dicts in the ClassifyResponse shape (the client validates them): building and then
         # re-validating pydantic models for every frame cost more CPU here than the model's forward pass.
-        return JSONResponse({
+        return 200, {
             "model_version": model.version,
             "backend": model.backend,
             "predictions": predictions,
             "rejections": rejections,
             "timings": {"preprocess_ms": round((t_pre - started) * 1000, 2), "infer_ms": round(infer_ms, 2),
                         "batch_frames": batch_frames, "total_ms": round((time.perf_counter() - started) * 1000, 2)},
-        })
+        }

@@ -7,8 +7,13 @@ from pydantic import BaseModel, Field
 MAX_FRAMES_PER_REQUEST = 1024
 
 
+# At least workflows.batch_types.MAX_FRAME_ID (the longest frame id a batch can have; a test holds the
+# two together): a batch the API accepts must never be refused here, where a refusal means retries.
+MAX_FRAME_ID = 256
+
+
 class FrameKey(BaseModel):
-    frame_id: str = Field(min_length=1, max_length=200)
+    frame_id: str = Field(min_length=1, max_length=MAX_FRAME_ID)
     object_key: str = Field(min_length=1, max_length=512)
 
 
@@ -25,11 +30,21 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
     quality: dict[str, float]
     timings: dict[str, float]
+    # How far the frame is from what the model was trained on, and whether that is past the threshold
+    # calibrated at training time: an unfamiliar frame's label says nothing.
+    novelty: float | None = None
+    unfamiliar: bool = False
+    # What decoding the frame found; the preprocessor is the one place a frame is decoded.
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+    image_format: str | None = None
 
 
 class Rejection(BaseModel):
     frame_id: str
     reason: str
+    sha256: str = ""  # empty when the frame could not be fetched
 
 
 class ClassifyResponse(BaseModel):

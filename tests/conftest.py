@@ -4,6 +4,7 @@ fixture stops what it started."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -19,19 +20,20 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from infra.db import DbPool, apply_migrations, open_pool
 from infra.postgres_server import LocalPostgres, free_port
 from infra.settings import Settings
-from infra.store import LocalStore, ObjectStore, S3Store
+from infra.store import LocalStore, ObjectStore, S3Store, sha256_hex
 from infra.temporal import temporal_cli_path
+from serving.client import ServingError
+from serving.schema import ClassifyResponse, Prediction, Rejection
 from tests.polling import wait_until
 from vision.camera import CLASSES
+from vision.decode import FrameRejected, decode_frame
 from workflows import search_attributes as sa
-from workflows.inference_types import ClassifyFramesInput, ClassifyFramesResult, FramePrediction
 
 
 @pytest.fixture(scope="session")
@@ -141,33 +143,45 @@ def task_queue() -> str:
 
 
 class ScriptedClassifier:
-    """Stands in for the serving cluster in API and routing tests: the activity registered under the
-    real activity's name answers what the test scripted per object key (default: ok at 0.99).
-    The real Ray Serve path has its own end-to-end tests."""
+    """Stands in for the inference service in API and routing tests, behind the real classification
+    activity (so recording, routing and the batch's history are the real ones). It decodes each frame
+    from the store as the preprocessor does, so a corrupt file is rejected with its real reason, and
+    answers what the test scripted per object key (default: ok at 0.99). The real Ray Serve path has
+    its own end-to-end tests (test_serving_app, test_predictions)."""
 
     model_version = "v-test"
 
-    def __init__(self) -> None:
-        self.answers: dict[str, tuple[str, float]] = {}
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.answers: dict[str, tuple[str, float, bool]] = {}
+        self.refusal: ServingError | None = None  # set: every call fails with it
         self.calls = 0
 
-    def script(self, object_key: str, label: str, confidence: float) -> None:
-        self.answers[object_key] = (label, confidence)
+    def script(self, object_key: str, label: str, confidence: float, unfamiliar: bool = False) -> None:
+        self.answers[object_key] = (label, confidence, unfamiliar)
 
-    def activity(self) -> Callable[[ClassifyFramesInput], Any]:
-        @activity.defn(name="classify_frames")
-        async def classify_frames(input: ClassifyFramesInput) -> ClassifyFramesResult:
-            self.calls += 1
-            predictions = []
-            for frame in input.frames:
-                label, confidence = self.answers.get(frame.object_key, ("ok", 0.99))
-                rest = (1 - confidence) / (len(CLASSES) - 1)
-                probabilities = {c: round(confidence if c == label else rest, 4) for c in CLASSES}
-                predictions.append(FramePrediction(frame.frame_id, label, confidence, probabilities,
-                                                   {"brightness": 0.5}, self.model_version))
-            return ClassifyFramesResult(self.model_version, predictions, [])
-
-        return classify_frames
+    async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse:
+        self.calls += 1
+        if self.refusal:
+            raise self.refusal
+        predictions, rejections = [], []
+        for frame_id, key in frames:
+            data = await asyncio.to_thread(self.store.get, key)
+            try:
+                decoded = decode_frame(data)
+            except FrameRejected as exc:
+                rejections.append(Rejection(frame_id=frame_id, reason=str(exc), sha256=sha256_hex(data)))
+                continue
+            label, confidence, unfamiliar = self.answers.get(key, ("ok", 0.99, False))
+            rest = (1 - confidence) / (len(CLASSES) - 1)
+            predictions.append(Prediction(
+                frame_id=frame_id, label=label, confidence=confidence,
+                probabilities={c: round(confidence if c == label else rest, 4) for c in CLASSES},
+                quality={"brightness": 0.5}, timings={}, novelty=9.0 if unfamiliar else 1.0, unfamiliar=unfamiliar,
+                sha256=sha256_hex(data), width=decoded.width, height=decoded.height, image_format=decoded.format,
+            ))
+        return ClassifyResponse(model_version=self.model_version, backend="scripted", predictions=predictions,
+                                rejections=rejections, timings={})
 
 
 @dataclass
@@ -213,6 +227,8 @@ def settings_factory(postgres_url: str, tmp_path: Path, task_queue: str,
             inference_task_queue=f"{task_queue}-inference",
             training_task_queue=f"{task_queue}-training",
             qa_sample_rate=0.0,  # tests that want QA samples set it; others stay deterministic
+            # Tests deliver webhooks to receivers on this machine; production allows public addresses only.
+            webhook_allowed_networks=["127.0.0.0/8", "::1/128"],
         )
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -233,18 +249,19 @@ async def api(test_settings: Settings, temporal_client: Client, db_pool: DbPool,
               api_keys: dict[str, str]) -> AsyncIterator[ApiEnv]:
     """The API app (lifespan run) behind an httpx client holding an ingest key, an orchestration
     worker on the test's queue, and a scripted classifier on its inference queue."""
-    from temporalio.worker import Worker
 
     from api.main import create_app
+    from workers.inference import inference_worker
     from workers.orchestration import orchestration_worker
+    from workers.webhooks import webhook_worker
 
-    classifier = ScriptedClassifier()
     app = create_app(test_settings, temporal_client=temporal_client)
     async with app.router.lifespan_context(app):
+        classifier = ScriptedClassifier(app.state.store)
         worker = orchestration_worker(temporal_client, db_pool, app.state.store, test_settings)
-        inference = Worker(temporal_client, task_queue=test_settings.inference_task_queue,
-                           activities=[classifier.activity()])
-        async with worker, inference, httpx.AsyncClient(
+        inference = inference_worker(temporal_client, classifier, db_pool, app.state.store, test_settings)
+        webhooks = webhook_worker(temporal_client, db_pool, test_settings)
+        async with worker, inference, webhooks, httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://sightline.test", timeout=60,
             headers={"Authorization": f"Bearer {api_keys['ingest']}"},
         ) as http:

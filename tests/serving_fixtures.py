@@ -78,7 +78,8 @@ def serving_config_for(postgres_url, model_store) -> ServingConfig:
 def serving_url(serving_config_for, production_model, serving_tmp):
     """Base URL of the real Ray Serve application (onnxruntime backend) on a free port."""
     from serving.app import AppOptions
-    from serving.deploy import run_app, start_ray, stop
+    from serving.cluster import start_ray
+    from serving.deploy import run_app, stop
 
     if "serving_url" in _shared:
         yield _shared["serving_url"]

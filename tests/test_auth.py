@@ -8,14 +8,14 @@ from typing import Annotated
 import httpx
 import psycopg
 import pytest
-from fastapi import Depends, FastAPI, Request
-from starlette.middleware.sessions import SessionMiddleware
+from fastapi import Depends, FastAPI, HTTPException, Request
 from typer.testing import CliRunner
 
 from api.audit import record_audit
-from api.auth import ROLES, Principal, require_roles
+from api.auth import ROLES, SESSION_COOKIE, Principal, require_roles, require_roles_or_session, require_scope
 from api.request_ids import RequestIdMiddleware
-from infra.tables.api_keys import authenticate_key, create_key, hash_key, list_keys, revoke_key
+from infra.tables import sessions
+from infra.tables.api_keys import active_principal, authenticate_key, create_key, hash_key, list_keys, revoke_key
 
 
 def _name() -> str:
@@ -91,12 +91,10 @@ async def test_audit_rows_are_append_only(db_pool):
     assert again == row
 
 
-def _app(db_pool, *, sessions: bool) -> FastAPI:
+def _app(db_pool) -> FastAPI:
     app = FastAPI()
     app.state.pool = db_pool
     app.add_middleware(RequestIdMiddleware)
-    if sessions:
-        app.add_middleware(SessionMiddleware, secret_key="test-session-secret")
 
     @app.get("/ingest")
     async def ingest_only(p: Annotated[Principal, Depends(require_roles("ingest"))]) -> dict[str, str]:
@@ -112,11 +110,9 @@ def _app(db_pool, *, sessions: bool) -> FastAPI:
             audit_id = await record_audit(conn, p, "thing.create", "things/1")
         return {"audit_id": audit_id}
 
-    if sessions:
-        @app.post("/login")
-        async def login(request: Request):
-            request.session["api_key"] = (await request.json())["api_key"]
-            return {}
+    @app.get("/frame")
+    async def page_image(p: Annotated[Principal, Depends(require_roles_or_session("reviewer"))]) -> dict[str, str]:
+        return {"key_id": p.key_id, "role": p.role}
 
     return app
 
@@ -132,7 +128,7 @@ async def keys(db_pool):
 
 
 async def test_require_roles_401_403_and_admin(db_pool, keys):
-    transport = httpx.ASGITransport(app=_app(db_pool, sessions=False))
+    transport = httpx.ASGITransport(app=_app(db_pool))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         r = await http.get("/ingest")
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
@@ -156,26 +152,75 @@ async def test_require_roles_401_403_and_admin(db_pool, keys):
             r = await http.get("/review", headers={"X-API-Key": keys[role].raw_key})
             assert r.status_code == (200 if role in allowed else 403), role
 
-        # No SessionMiddleware: a cookie is simply not a credential, and nothing crashes.
+        # A cookie is not a credential for these routes, and nothing crashes.
     async with httpx.AsyncClient(transport=transport, base_url="http://test", cookies={"session": "x"}) as http:
         assert (await http.get("/ingest")).status_code == 401
 
 
-async def test_require_roles_reads_the_cookie_session(db_pool, keys):
-    transport = httpx.ASGITransport(app=_app(db_pool, sessions=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        assert (await http.get("/review")).status_code == 401
-        await http.post("/login", json={"api_key": keys["reviewer"].raw_key})
-        r = await http.get("/review")
-        assert r.status_code == 200 and r.json()["role"] == "reviewer"
-        assert (await http.get("/ingest")).status_code == 403
+async def test_a_session_cookie_is_a_credential_only_where_the_page_needs_it(db_pool, keys):
+    """Server-side sessions: the cookie names a session row (stored hashed), counts on the page's image
+    route only, never on other /v1 routes (no cross-site requests riding on a signed-in browser), and
+    stops counting when the session is revoked, expires, or its key is revoked."""
+    async with db_pool.connection() as conn:
+        raw, session = await sessions.create(conn, keys["reviewer"].key_id, 3600)
+        row = await (await conn.execute("SELECT * FROM review_sessions WHERE session_hash = %s",
+                                        (session.session_hash,))).fetchone()
+    assert row["session_hash"] == sessions.hash_session_id(raw) and all(raw not in str(v) for v in row.values())
+    transport = httpx.ASGITransport(app=_app(db_pool))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", cookies={SESSION_COOKIE: raw}) as http:
+        r = await http.get("/frame")
+        assert r.status_code == 200 and r.json() == {"key_id": keys["reviewer"].key_id, "role": "reviewer"}
+        assert (await http.get("/review")).status_code == 401, "the cookie is not a key for the API"
         # An explicit header wins over the session.
-        r = await http.get("/ingest", headers={"X-API-Key": keys["ingest"].raw_key})
-        assert r.status_code == 200
+        r = await http.get("/frame", headers={"X-API-Key": keys["admin"].raw_key})
+        assert r.json()["role"] == "admin"
+        async with db_pool.connection() as conn:
+            assert await sessions.revoke(conn, session.session_hash)
+            assert not await sessions.revoke(conn, session.session_hash)
+        assert (await http.get("/frame")).status_code == 401, "sign-out ends the session wherever its cookie is"
+
+    async with db_pool.connection() as conn:
+        expired_raw, _ = await sessions.create(conn, keys["reviewer"].key_id, -1)
+        other = await create_key(conn, _name(), "reviewer")
+        orphan_raw, _ = await sessions.create(conn, other.key_id, 3600)
+        await revoke_key(conn, other.key_id)
+        for dead in (expired_raw, orphan_raw, "", "x" * 500, "né"):
+            assert await sessions.live(conn, dead) is None
+    for dead in (expired_raw, orphan_raw, "forged"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", cookies={SESSION_COOKIE: dead}) as h:
+            assert (await h.get("/frame")).status_code == 401
+
+
+async def test_keys_may_be_scoped_to_sites_and_cameras(db_pool):
+    async with db_pool.connection() as conn:
+        site_key = await create_key(conn, _name(), "reviewer", site_ids=["plant-a", "plant-b"])
+        camera_key = await create_key(conn, _name(), "ingest", site_ids=["plant-a"], camera_ids=["line-1"])
+        whole = await create_key(conn, _name(), "ingest")
+        by_site = await authenticate_key(conn, site_key.raw_key)
+        by_camera = await active_principal(conn, camera_key.key_id)
+        unscoped = await authenticate_key(conn, whole.raw_key)
+        listed = {k.key_id: k for k in await list_keys(conn)}
+        for bad in (["x" * 129], [""], ["a\nb"], [f"s{i}" for i in range(101)]):
+            with pytest.raises(ValueError):
+                await create_key(conn, _name(), "ingest", site_ids=bad)
+    assert by_site is not None and by_camera is not None and unscoped is not None
+    assert by_site.site_ids == ("plant-a", "plant-b") and by_site.scoped and not unscoped.scoped
+    assert listed[camera_key.key_id].camera_ids == ("line-1",)
+
+    assert by_site.allows("plant-b", "any-camera") and unscoped.allows(None, None)
+    refusal = by_site.scope_refusal("plant-c", "line-1")
+    assert refusal is not None and "plant-a, plant-b" in refusal and "'plant-c'" in refusal
+    assert by_camera.allows("plant-a", "line-1")
+    assert not by_camera.allows("plant-a", "line-2") and not by_camera.allows("plant-b", "line-1")
+    assert not by_site.allows(None), "what cannot be shown to be inside the scope is outside it"
+    with pytest.raises(HTTPException) as refused:
+        require_scope(by_camera, "plant-a", "line-2")
+    assert refused.value.status_code == 403 and "line-1" in refused.value.detail
+    require_scope(by_camera, "plant-a", "line-1")
 
 
 async def test_audit_row_carries_the_request_id(db_pool, keys):
-    transport = httpx.ASGITransport(app=_app(db_pool, sessions=False))
+    transport = httpx.ASGITransport(app=_app(db_pool))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         r = await http.post("/audited", headers={"X-API-Key": keys["ingest"].raw_key, "X-Request-ID": "req-abc.1"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "req-abc.1"
@@ -213,8 +258,15 @@ def test_keys_cli_create_list_revoke(postgres_url, monkeypatch):
         bad = runner.invoke(keys_app, ["create", "--name", name, "--role", "wizard"])
         assert bad.exit_code != 0 and "unknown role" in bad.output
 
-        listed = runner.invoke(keys_app, ["list"])
+        scoped = runner.invoke(keys_app, ["create", "--name", _name(), "--role", "ingest", "--site", "plant-a",
+                                          "--camera", "line-1", "--camera", "line-2"])
+        assert scoped.exit_code == 0, scoped.output
+        assert "scope: sites plant-a; cameras line-1, line-2" in scoped.output
+        scoped_id = scoped.output.strip().splitlines()[-1].split("_")[1]
+
+        listed = runner.invoke(keys_app, ["list"], env={"COLUMNS": "250"})
         assert listed.exit_code == 0 and key_id in listed.output and raw not in listed.output
+        assert "sites plant-a; cameras line-1, line-2" in listed.output
 
         assert runner.invoke(keys_app, ["revoke", key_id]).exit_code == 0
         assert runner.invoke(keys_app, ["revoke", key_id]).exit_code == 1
@@ -225,9 +277,12 @@ def test_keys_cli_create_list_revoke(postgres_url, monkeypatch):
             actions = [r[0] for r in conn.execute(
                 "SELECT action FROM audit_log WHERE resource = %s ORDER BY audit_id", (f"api_keys/{key_id}",)
             )]
+            scope = conn.execute("SELECT details FROM audit_log WHERE resource = %s",
+                                 (f"api_keys/{scoped_id}",)).fetchone()
         assert row is not None
         revoked, stored = row
         assert revoked and stored == hash_key(raw)
         assert actions == ["api_key.create", "api_key.revoke"], "key administration is audited"
+        assert scope is not None and scope[0]["site_ids"] == ["plant-a"]
     finally:
         get_settings.cache_clear()

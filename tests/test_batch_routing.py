@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from infra.outbound_addresses import AddressPolicy
 from infra.postgres_server import free_port
-from infra.tables.webhook_subscriptions import get_subscription_by_url
+from infra.tables.webhook_subscriptions import get_subscription_by_url, register_webhook
 from infra.webhook_signatures import verify
 from tests.frames import jpeg_frame, multipart
 from tests.polling import eventually
@@ -33,6 +34,12 @@ async def submit(api, camera: str, key: str, count: int, webhook_url: str | None
     return response.json()["batch_id"], frames
 
 
+async def register(api, url: str, site_id: str = "route-site") -> None:
+    """A batch may name only a webhook registered for its site."""
+    async with api.pool.connection() as conn:
+        await register_webhook(conn, url, site_id, AddressPolicy.allowing(api.settings.webhook_allowed_networks))
+
+
 async def keys_of(api, batch_id: str) -> list[str]:
     async with api.pool.connection() as conn:
         cur = await conn.execute("SELECT object_key FROM frames WHERE batch_id = %s ORDER BY position", (batch_id,))
@@ -47,6 +54,7 @@ async def test_low_confidence_goes_to_review_and_a_confident_defect_alerts(api):
     api.classifier.script(frame_key(sha256_hex(frames[0])), "scratch", 0.55)  # uncertain -> review
     api.classifier.script(frame_key(sha256_hex(frames[1])), "dent", 0.97)  # confident defect -> alert
     with Receiver([500]) as receiver:
+        await register(api, receiver.url)
         response = await api.http.post(
             "/v1/batches",
             data={"camera_id": "route", "site_id": "route-site", "idempotency_key": "r1", "webhook_url": receiver.url},
@@ -101,8 +109,10 @@ async def test_a_dead_webhook_endpoint_does_not_block_the_batch(api):
     frame = jpeg_frame(500)
     api.classifier.script(frame_key(sha256_hex(frame)), "stain", 0.99)
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    await register(api, dead, "dead-site")
     response = await api.http.post(
-        "/v1/batches", data={"camera_id": "dead", "idempotency_key": "d1", "webhook_url": dead},
+        "/v1/batches", data={"camera_id": "dead", "site_id": "dead-site", "idempotency_key": "d1",
+                             "webhook_url": dead},
         files=multipart([("a.jpg", frame, "image/jpeg")]),
     )
     batch_id = response.json()["batch_id"]
@@ -131,3 +141,61 @@ async def test_batch_is_found_by_camera_with_the_temporal_cli(api):
                   "SightlineCamera = 'cli-cam' AND SightlineDefectCount = 0"):
         found = await eventually(functools.partial(asyncio.to_thread, listed, query), 15, query)
         assert found == [batch_id], query
+
+
+async def test_an_unfamiliar_frame_goes_to_review_and_never_alerts(api):
+    """A frame of something the model was never trained on may come with a confident defect label:
+    its novelty sends it to review (reason `unfamiliar`), no alert is raised, and the batch and its
+    camera count it."""
+    from infra.store import frame_key, sha256_hex
+
+    frames = [jpeg_frame(500 + i) for i in range(3)]
+    api.classifier.script(frame_key(sha256_hex(frames[0])), "dent", 0.99, unfamiliar=True)
+    api.classifier.script(frame_key(sha256_hex(frames[1])), "dent", 0.99)  # familiar: a real defect
+    with Receiver([]) as receiver:
+        await register(api, receiver.url)
+        response = await api.http.post(
+            "/v1/batches",
+            data={"camera_id": "odd-cam", "site_id": "route-site", "idempotency_key": "u1",
+                  "webhook_url": receiver.url},
+            files=multipart([(f"f{i}.jpg", f, "image/jpeg") for i, f in enumerate(frames)]),
+        )
+        batch_id = response.json()["batch_id"]
+        result = await asyncio.wait_for(api.client.get_workflow_handle(batch_id).result(), 60)
+        assert (result["unfamiliar"], result["sent_to_review"], result["defects"]) == (1, 1, 1)
+        async def alerted() -> list[tuple[dict[str, str], bytes]]:
+            return receiver.requests[:1]
+
+        alert = await eventually(alerted, 30, "the defect alert")
+        body = json.loads(alert[0][1])
+        assert [d["frame_id"] for d in body["data"]["defects"]] == [f"{batch_id}:0001"]
+
+    batch = (await api.http.get(f"/v1/batches/{batch_id}")).json()
+    assert batch["unfamiliar_count"] == 1
+    routes = {f["position"]: f["routes"] for f in batch["frames"]}
+    assert routes == {0: ["review:unfamiliar"], 1: ["alert:defect"], 2: []}
+    assert batch["frames"][0]["prediction"]["unfamiliar"] is True
+    review = api.client.get_workflow_handle(review_workflow_id(f"{batch_id}:0000", "unfamiliar"))
+    assert (await review.describe()).id == review.id
+
+    cameras = (await api.http.get("/v1/cameras", params={"site_id": "route-site"})).json()["cameras"]
+    odd = next(c for c in cameras if c["camera_id"] == "odd-cam")
+    assert (odd["frames"], odd["unfamiliar"], odd["defects"]) == (3, 1, 1)
+
+
+async def test_a_batch_may_name_only_a_webhook_registered_for_its_site(api):
+    with Receiver([]) as receiver:
+        files = multipart([("a.jpg", jpeg_frame(520), "image/jpeg")])
+        data = {"camera_id": "reg", "site_id": "route-site", "idempotency_key": "w1", "webhook_url": receiver.url}
+        unregistered = await api.http.post("/v1/batches", data=data, files=files)
+        assert unregistered.status_code == 422 and "not registered for site" in unregistered.json()["detail"]
+        await register(api, receiver.url, "another-site")
+        elsewhere = await api.http.post("/v1/batches", data=data, files=files)
+        assert elsewhere.status_code == 422
+        form = {"site_id": "route-site", "webhook_url": receiver.url}
+        camera = await api.http.post("/v1/cameras/reg/frames", data=form,
+                                     files={"frame": ("a.jpg", jpeg_frame(521), "image/jpeg")})
+        assert camera.status_code == 422
+    async with api.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM batches WHERE camera_id = 'reg'")
+        assert (await cur.fetchone())["n"] == 0, "nothing was recorded for the refused requests"

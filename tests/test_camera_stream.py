@@ -80,7 +80,7 @@ def _keys(batch: FrameBatchInput) -> list[str]:
 
 async def test_frames_become_batches_by_count(temporal_client, task_queue):
     camera = f"cam-{uuid.uuid4().hex[:8]}"
-    template = FrameBatchInput("", camera, "plant-a", [], chunk_size=8, webhook_url="http://hooks.example/x",
+    template = FrameBatchInput("", camera, "plant-a", [], durable_path=True, chunk_size=8, webhook_url="http://hooks.example/x",
                                rules=RoutingRules(review_below=0.5))
     # max_wait is far beyond the test's timeout: only the count can cut these batches.
     input = CameraStreamInput(camera, "plant-a", max_frames=4, max_wait_seconds=3600, batch_template=template)
@@ -97,7 +97,7 @@ async def test_frames_become_batches_by_count(temporal_client, task_queue):
     assert _keys(second) == [f.object_key for f in frames[4:8]]
     assert first.frames[2].size_bytes == frames[2].size_bytes and first.frames[2].content_type == "image/jpeg"
     # Frame ids come from the child's batch id and the frame's position in it.
-    assert first.batch_id.startswith(f"batch-{camera}-stream-") and first.batch_id.endswith("-000000")
+    assert first.batch_id.startswith(f"stream:{camera}:") and first.batch_id.endswith(":000000")
     assert make_frame_id(first.batch_id, 3) == f"{first.batch_id}:0003"
     # The template's options reach every batch; the per-batch fields are the stream's.
     assert (first.camera_id, first.site_id, first.chunk_size) == (camera, "plant-a", 8)
@@ -128,7 +128,7 @@ async def test_frames_become_a_batch_after_max_wait(temporal_client, task_queue)
     assert _keys(batch) == [f.object_key for f in frames]
     waited = started.timestamp() - sent_at
     assert 1.4 <= waited < 10, f"the batch started {waited:.2f}s after its first frame"
-    assert _keys(later) == [late.object_key] and later.batch_id.endswith("-000001")
+    assert _keys(later) == [late.object_key] and later.batch_id.endswith(":000001")
     await temporal_client.get_workflow_handle(camera_workflow_id(camera)).terminate("test over")
 
 
@@ -204,9 +204,9 @@ async def test_close_flushes_and_a_restarted_stream_gets_new_ids(temporal_client
         # Inside the worker block: the child may not have run yet when the stream finishes.
         last = await _batch(temporal_client, second.last_batch_id)
 
-    assert result.batches_started == 2 and result.last_batch_id.endswith("-000001")
+    assert result.batches_started == 2 and result.last_batch_id.endswith(":000001")
     assert [f.object_key for f in first_epoch_batches[1].frames] == [frames[2].object_key]
-    assert second.batches_started == 1 and second.last_batch_id.endswith("-000000")
+    assert second.batches_started == 1 and second.last_batch_id.endswith(":000000")
     assert second.last_batch_id != first_epoch_batches[0].batch_id
     assert _keys(last) == [again.object_key]
 
@@ -217,6 +217,6 @@ async def _has_batches(stream, count: int) -> bool:
 
 async def _batch_ids_of_run(client: Client, camera: str, result: CameraStreamResult) -> list[FrameBatchInput]:
     assert result.last_batch_id is not None
-    prefix = result.last_batch_id.rsplit("-", 1)[0]
-    ids = [f"{prefix}-{seq:06d}" for seq in range(result.batches_started)]
+    prefix = result.last_batch_id.rsplit(":", 1)[0]
+    ids = [f"{prefix}:{seq:06d}" for seq in range(result.batches_started)]
     return [await _batch(client, i) for i in ids]

@@ -1,17 +1,42 @@
-"""docker-compose.yml cannot run here (no Docker engine); check its shape against the settings."""
+"""docker-compose.yml cannot run here (no Docker engine); check its shape against the settings, and that
+it is closed: only the API published, no credential written in it, every secret from the env file."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
 import yaml
 
+from infra.secret_key import SecretKeyMissing, require_configured_secret
 from infra.settings import Settings
 
-COMPOSE = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+ROOT = Path(__file__).parent.parent
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
+ENV = COMPOSE["x-sightline-env"]
+# libpq's own variables, which psycopg reads: the database password travels as PGPASSWORD, never in a URL.
+LIBPQ_VARIABLES = {"PGPASSWORD"}
+# A variable whose name says it holds a credential must take its value from the env file.
+CREDENTIAL_NAME = re.compile(r"PASSWORD|PASSWD|PWD|SECRET|TOKEN|_KEY$|ACCESS_KEY|ROOT_USER|CREDENTIAL", re.I)
+# `${NAME:?message}`: required, no default; compose refuses to start while it is empty.
+REQUIRED_REFERENCE = re.compile(r"^\$\{([A-Z0-9_]+):\?[^}]*\}$")
+# Credentials that have shipped as defaults somewhere: none may appear anywhere in the file.
+KNOWN_DEFAULTS = ("minioadmin", "sightline-secret", "changeme", "change-me")
+
+
+def _environments() -> list[tuple[str, dict]]:
+    found = [("x-sightline-env", ENV)]
+    for name, service in SERVICES.items():
+        environment = service.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.split("=", 1) for item in environment)
+        found.append((name, environment))
+    return found
 
 
 def test_every_production_part_is_there_with_a_healthcheck():
@@ -20,21 +45,76 @@ def test_every_production_part_is_there_with_a_healthcheck():
         assert "healthcheck" in SERVICES[name], f"{name} has no healthcheck"
 
 
+def test_only_the_api_is_published():
+    published = {name: service["ports"] for name, service in SERVICES.items() if service.get("ports")}
+    others = {name: ports for name, ports in published.items() if name not in ("api", "temporal-ui")}
+    assert not others, f"services other than the API publish ports: {others}"
+    assert published.get("api") == ["8000:8000"]
+    # The Temporal UI only on request (a profile) and only on this host's loopback.
+    ui = SERVICES["temporal-ui"]
+    assert ui.get("profiles") == ["temporal-ui"]
+    assert all(str(port).startswith("127.0.0.1:") for port in ui.get("ports", [])), ui["ports"]
+    for name, service in SERVICES.items():
+        assert "network_mode" not in service, f"{name} shares the host's network"
+        assert not service.get("expose") or name == "api"
+
+
+def test_no_literal_credential_anywhere():
+    for default in KNOWN_DEFAULTS:
+        assert default not in COMPOSE_TEXT.lower(), f"a known default credential is in the file: {default}"
+    for where, environment in _environments():
+        for key, value in environment.items():
+            value = str(value)
+            if CREDENTIAL_NAME.search(key):
+                assert REQUIRED_REFERENCE.match(value), f"{where}: {key} must be ${{VAR:?...}} from the env file"
+            parsed = urlparse(value) if "://" in value else None
+            if parsed and parsed.netloc:
+                assert parsed.password is None, f"{where}: {key} carries a password in its URL"
+    # Every reference anywhere in the file is required (no `${X:-default}` fallbacks).
+    for reference in re.findall(r"(?<!\$)\$\{[^}]*\}", COMPOSE_TEXT):
+        assert REQUIRED_REFERENCE.match(reference), f"a reference with a default: {reference}"
+
+
+def test_the_env_example_lists_every_secret_with_no_value():
+    required = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+):\?", COMPOSE_TEXT))
+    example = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            example[key.strip()] = value.strip()
+    assert required and required == set(example), "the env example and the compose file name the same secrets"
+    assert all(value == "" for value in example.values()), "the example must not carry values"
+
+
+def test_the_app_uses_a_least_privilege_minio_user():
+    assert ENV["SIGHTLINE_S3_ACCESS_KEY"].startswith("${SIGHTLINE_S3_ACCESS_KEY:?")
+    assert "MINIO_ROOT" not in str(ENV), "the app must not hold MinIO's root credentials"
+    init = SERVICES["minio-init"]
+    script = "\n".join(init["command"])
+    assert "mc admin policy create" in script and "mc admin user add" in script
+    assert '"Resource": ["arn:aws:s3:::$$BUCKET/*"]' in script, "the app's policy is limited to its bucket"
+    assert "s3:*" not in script
+    for name in ("api", "worker", "ray-head"):
+        assert SERVICES[name]["depends_on"]["minio-init"] == {"condition": "service_completed_successfully"}
+
+
 def test_settings_refer_only_to_services_that_exist():
-    env = COMPOSE["x-sightline-env"]
     fields = Settings.model_fields
-    for key in env:
+    for key in ENV:
+        if key in LIBPQ_VARIABLES:
+            continue
         assert key.startswith("SIGHTLINE_") and key.removeprefix("SIGHTLINE_").lower() in fields, key
     hosts = {
-        "SIGHTLINE_TEMPORAL_ADDRESS": env["SIGHTLINE_TEMPORAL_ADDRESS"].split(":")[0],
-        "SIGHTLINE_DATABASE_URL": urlparse(env["SIGHTLINE_DATABASE_URL"]).hostname,
-        "SIGHTLINE_S3_ENDPOINT": env["SIGHTLINE_S3_ENDPOINT"].split(":")[0],
-        "SIGHTLINE_RAY_ADDRESS": env["SIGHTLINE_RAY_ADDRESS"].split(":")[0],
-        "SIGHTLINE_SERVING_URL": urlparse(env["SIGHTLINE_SERVING_URL"]).hostname,
+        "SIGHTLINE_TEMPORAL_ADDRESS": ENV["SIGHTLINE_TEMPORAL_ADDRESS"].split(":")[0],
+        "SIGHTLINE_DATABASE_URL": urlparse(ENV["SIGHTLINE_DATABASE_URL"]).hostname,
+        "SIGHTLINE_S3_ENDPOINT": ENV["SIGHTLINE_S3_ENDPOINT"].split(":")[0],
+        "SIGHTLINE_RAY_ADDRESS": ENV["SIGHTLINE_RAY_ADDRESS"].split(":")[0],
+        "SIGHTLINE_SERVING_URL": urlparse(ENV["SIGHTLINE_SERVING_URL"]).hostname,
     }
     for key, host in hosts.items():
         assert host in SERVICES, f"{key} points at {host!r}, which is not a service"
-    assert env["SIGHTLINE_OBJECT_STORE_URL"].startswith("s3://")
+    assert ENV["SIGHTLINE_OBJECT_STORE_URL"].startswith("s3://")
+    assert ENV["SIGHTLINE_DEPLOYMENT"] == "production"
 
 
 def test_app_services_run_modules_that_exist_and_wait_for_their_dependencies():
@@ -43,5 +123,29 @@ def test_app_services_run_modules_that_exist_and_wait_for_their_dependencies():
         module = service["command"][service["command"].index("-m") + 1]
         assert importlib.util.find_spec(module) is not None, f"{name} runs missing module {module}"
         for dependency, condition in service["depends_on"].items():
-            assert dependency in SERVICES and condition == {"condition": "service_healthy"}
+            one_shot = SERVICES[dependency].get("restart") == "no"
+            expected = "service_completed_successfully" if one_shot else "service_healthy"
+            assert dependency in SERVICES and condition == {"condition": expected}
     assert importlib.util.find_spec("workers.health") is not None
+
+
+def test_no_default_object_store_credentials_in_settings():
+    settings = Settings(_env_file=None)
+    assert settings.s3_access_key == "" and settings.s3_secret_key == ""
+
+
+@pytest.mark.parametrize("overrides", [{"deployment": "production"}, {"api_host": "0.0.0.0"},
+                                       {"api_host": "10.0.0.5", "secret_key": "short"}])
+def test_the_api_refuses_to_start_outside_the_local_stack_without_a_secret(overrides, tmp_path):
+    from api.main import create_app
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)
+    with pytest.raises(SecretKeyMissing, match="SIGHTLINE_SECRET_KEY"):
+        create_app(settings)
+    assert not (tmp_path / "secret_key").exists(), "no key may be generated outside the local stack"
+
+
+def test_the_local_stack_and_a_configured_secret_start(tmp_path):
+    require_configured_secret(Settings(_env_file=None, data_dir=tmp_path))  # loopback, local: generated is fine
+    require_configured_secret(Settings(_env_file=None, data_dir=tmp_path, deployment="production",
+                                       api_host="0.0.0.0", secret_key="k" * 48))

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from vision.artifacts import (
+    CARD,
     MANIFEST,
+    NOVELTY,
     ONNX,
+    REFERENCE,
     WEIGHTS,
     IntegrityError,
     Manifest,
@@ -70,7 +73,8 @@ def test_a_version_is_an_artifact_set_with_a_complete_manifest(registry, model_s
     manifest, _ = load_verified(model_store, production_model.manifest_key, production_model.manifest_sha256,
                                 (WEIGHTS, ONNX))
     assert manifest.version == production_model.version
-    assert set(manifest.files) == {WEIGHTS, ONNX}
+    # The weights and export, the novelty statistics, the drift reference and the model card.
+    assert set(manifest.files) == {WEIGHTS, ONNX, NOVELTY, REFERENCE, CARD}
     raw = json.loads(model_store.get(production_model.manifest_key))
     for key in ("classes", "input_size", "normalization", "files", "metrics", "parent_version", "dataset_snapshot_id"):
         assert key in raw, key

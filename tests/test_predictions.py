@@ -1,5 +1,6 @@
-"""Classification through the real Ray Serve app inside Temporal activities, and predictions recorded
-exactly once per (frame, model version) even when activities are retried."""
+"""Classification through the real Ray Serve app inside a Temporal activity that also records what
+came back: predictions exactly once per (frame, model version) even when the activity is retried after
+its side effects, decode outcomes on the frames, compact results, serving errors classified."""
 
 from __future__ import annotations
 
@@ -15,164 +16,150 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.inference import InferenceActivities
-from activities.predictions import PredictionActivities
-from infra.store import put_frame, sha256_hex
+from infra.db import DbPool, Row
+from infra.store import ObjectStore, put_frame
+from infra.tables import frames as frame_rows
+from infra.tables import predictions
 from serving.client import ServingClient
-from vision.camera import generate_frames
-from workflows.batch_types import FrameRef, make_frame_id
-from workflows.inference_types import (
-    ClassifyFramesInput,
-    ClassifyFramesResult,
-    FramePrediction,
-    RecordPredictionsInput,
-)
+from vision.camera import GeneratedFrame, generate_frames
+from workflows.batch_types import ClassifiedFrames, ClassifyBatchInput, RoutingRules, make_frame_id
 
 # The session fixtures (tiny trained model, registry, Ray Serve app), registered once as a plugin.
 pytest_plugins = ["tests.serving_fixtures"]
 
+RULES = RoutingRules(qa_sample_rate=0.0)
 
-async def _record_batch(db_pool, store, frames, extra: Sequence[tuple[str, bytes]] = ()) -> tuple[str, list[FrameRef]]:
-    """A batch and its frames as the batch workflow would have recorded them (predictions reference frames)."""
+
+async def _record_batch(db_pool: DbPool, store: ObjectStore, frames: Sequence[GeneratedFrame],
+                        extra: Sequence[bytes] = ()) -> str:
+    """A batch and its frames as the API records them before the workflow starts."""
     batch_id = f"batch-test-{uuid.uuid4().hex[:8]}"
-    payloads = [f.jpeg() for f in frames] + [data for _, data in extra]
-    refs = [FrameRef(frame_id=make_frame_id(batch_id, i), object_key=put_frame(store, data))
-            for i, data in enumerate(payloads)]
+    payloads = [f.jpeg() for f in frames] + list(extra)
+    new = [frame_rows.NewFrame(make_frame_id(batch_id, i), i, put_frame(store, data), f"{i}.jpg", "image/jpeg",
+                               len(data)) for i, data in enumerate(payloads)]
     async with db_pool.connection() as conn, conn.transaction():
         await conn.execute("INSERT INTO batches (batch_id, camera_id, idempotency_key, frame_count)"
-                           " VALUES (%s, 'test', %s, %s)", (batch_id, batch_id, len(refs)))
-        for i, (r, data) in enumerate(zip(refs, payloads, strict=True)):
-            await conn.execute(
-                "INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, size_bytes)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (r.frame_id, batch_id, i, r.object_key, sha256_hex(data), len(data)))
-    return batch_id, refs
+                           " VALUES (%s, 'test', %s, %s)", (batch_id, batch_id, len(new)))
+        await frame_rows.insert(conn, batch_id, new)
+    return batch_id
 
 
-async def _prediction_rows(db_pool, batch_id: str) -> list[dict]:
+async def _rows(db_pool: DbPool, sql: str, batch_id: str) -> list[Row]:
     async with db_pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT p.* FROM predictions p JOIN frames f USING (frame_id) WHERE f.batch_id = %s ORDER BY p.frame_id",
-            (batch_id,))
+        cur = await conn.execute(sql, (batch_id,))
         return await cur.fetchall()
 
 
+def _input(batch_id: str, end: int, model: str = "production") -> ClassifyBatchInput:
+    return ClassifyBatchInput(batch_id, "test", "default", 0, end, RULES, model)
+
+
 @workflow.defn(sandboxed=False)
-class ClassifyAndRecordWorkflow:
-    """The classify-then-record part of the frame batch, as a test harness around the real activities."""
+class ClassifyWorkflow:
+    """The classification step of the frame batch, as a test harness around the real activity."""
 
     @workflow.run
-    async def run(self, input: ClassifyFramesInput) -> int:
-        result: ClassifyFramesResult = await workflow.execute_activity(
-            "classify_frames", input, result_type=ClassifyFramesResult,
-            task_queue=workflow.info().task_queue + "-inference",
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5))
+    async def run(self, input: ClassifyBatchInput) -> ClassifiedFrames:
         return await workflow.execute_activity(
-            "record_predictions", RecordPredictionsInput(input.batch_id, result.predictions), result_type=int,
-            start_to_close_timeout=timedelta(seconds=60),
+            "classify_batch", input, result_type=ClassifiedFrames, start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5))
 
 
-async def test_a_batch_through_ray_serve_is_recorded_once_even_when_activities_retry(
+async def test_a_batch_through_ray_serve_is_recorded_once_even_when_the_activity_retries(
         temporal_client, task_queue, db_pool, serving_url, model_store, production_model):
     frames = generate_frames("e2e-line", 12, seed=31)
-    batch_id, refs = await _record_batch(db_pool, model_store, frames, extra=[("corrupt", b"GIF89a broken")])
-    attempts = {"classify": 0, "record": 0}
+    batch_id = await _record_batch(db_pool, model_store, frames, extra=[b"GIF89a broken"])
+    attempts = 0
     client = ServingClient(serving_url)
-    real_classify = InferenceActivities(client).classify_frames
-    real_record = PredictionActivities(db_pool).record_predictions
+    real = InferenceActivities(client, db_pool).classify_batch
 
-    # The real activities, each failing its first attempt *after* its side effect, like a worker that
+    # The real activity, failing its first attempt *after* it recorded everything, like a worker that
     # dies before reporting completion: Temporal retries, and the retry must not duplicate anything.
-    @activity.defn(name="classify_frames")
-    async def classify_then_crash(input: ClassifyFramesInput) -> ClassifyFramesResult:
-        attempts["classify"] += 1
-        result = await real_classify(input)
+    @activity.defn(name="classify_batch")
+    async def classify_then_crash(input: ClassifyBatchInput) -> ClassifiedFrames:
+        nonlocal attempts
+        attempts += 1
+        result = await real(input)
         if activity.info().attempt == 1:
             raise RuntimeError("worker lost before reporting the result")
         return result
 
-    @activity.defn(name="record_predictions")
-    async def record_then_crash(input: RecordPredictionsInput) -> int:
-        attempts["record"] += 1
-        written = await real_record(input)
-        if activity.info().attempt == 1:
-            raise RuntimeError("worker lost after the commit")
-        return written
-
     try:
-        async with Worker(temporal_client, task_queue=task_queue, workflows=[ClassifyAndRecordWorkflow],
-                          activities=[record_then_crash], workflow_runner=UnsandboxedWorkflowRunner()), \
-                   Worker(temporal_client, task_queue=f"{task_queue}-inference", activities=[classify_then_crash]):
-            written = await temporal_client.execute_workflow(
-                ClassifyAndRecordWorkflow.run, ClassifyFramesInput(batch_id, refs), id=f"wf-{batch_id}",
-                task_queue=task_queue,
+        async with Worker(temporal_client, task_queue=task_queue, workflows=[ClassifyWorkflow],
+                          activities=[classify_then_crash], workflow_runner=UnsandboxedWorkflowRunner()):
+            result = await temporal_client.execute_workflow(
+                ClassifyWorkflow.run, _input(batch_id, 13), id=f"wf-{batch_id}", task_queue=task_queue,
                 execution_timeout=timedelta(minutes=2))
     finally:
         await client.aclose()
 
-    assert attempts == {"classify": 2, "record": 2}
-    assert written == 12
-    rows = await _prediction_rows(db_pool, batch_id)
-    assert [r["frame_id"] for r in rows] == [r.frame_id for r in refs[:12]]  # once each; the corrupt one not at all
+    assert attempts == 2
+    assert (result.classified, result.rejected, result.model_version) == (12, 1, production_model.version)
+    rows = await _rows(db_pool, "SELECT p.* FROM predictions p JOIN frames f USING (frame_id)"
+                                " WHERE f.batch_id = %s ORDER BY p.frame_id", batch_id)
+    # Once each; the corrupt file not at all.
+    assert [r["frame_id"] for r in rows] == [make_frame_id(batch_id, i) for i in range(12)]
     assert {r["model_version"] for r in rows} == {production_model.version}
     correct = sum(r["label"] == f.label for r, f in zip(rows, frames, strict=True))
     assert correct >= 0.65 * len(frames)
     assert all(set(r["quality"]) >= {"brightness", "sharpness"} and r["probabilities"] for r in rows)
+    # The one decode (in the preprocessor) is on the frame rows: size and format, or the reason.
+    recorded = await _rows(db_pool, "SELECT * FROM frames WHERE batch_id = %s ORDER BY position", batch_id)
+    assert all(f["status"] == "accepted" and f["width"] == 160 and f["image_format"] == "JPEG" and f["sha256"]
+               for f in recorded[:12])
+    assert recorded[12]["status"] == "rejected" and "not an image" in recorded[12]["reject_reason"]
+    batch = await _rows(db_pool, "SELECT status FROM batches WHERE batch_id = %s", batch_id)
+    assert batch[0]["status"] == "running"
 
 
-async def test_classify_frames_reports_rejections_and_keeps_payloads_compact(serving_url, db_pool, model_store,
-                                                                              production_model):
+async def test_a_classification_result_stays_compact(serving_url, db_pool, model_store, production_model):
     from temporalio.converter import DataConverter
 
-    frames = generate_frames("compact-line", 32, seed=32)
-    batch_id, refs = await _record_batch(db_pool, model_store, frames, extra=[("empty", b"\x89PNG\r\n\x1a\n")])
+    batch_id = await _record_batch(db_pool, model_store, generate_frames("compact-line", 256, seed=32))
     async with ServingClient(serving_url) as client:
-        result = await ActivityEnvironment().run(InferenceActivities(client).classify_frames,
-                                                 ClassifyFramesInput(batch_id, refs))
-    assert result.model_version == production_model.version and len(result.predictions) == 32
-    assert [(r.frame_id, r.accepted) for r in result.rejections] == [(refs[32].frame_id, False)]
-    assert result.rejections[0].reason
-    p = result.predictions[0]
-    assert all(round(v, 4) == v for v in [p.confidence, *p.probabilities.values(), *p.quality.values()])
-    # The classify result and the record input both land in history: 32 frames must stay far under 64 KB.
+        result = await ActivityEnvironment().run(InferenceActivities(client, db_pool).classify_batch,
+                                                 _input(batch_id, 256))
+    assert result.classified == 256 and sum(result.label_counts.values()) == 256
+    # Only the frames that go somewhere come back; predictions stay in Postgres.
+    assert all(r.route in ("review", "alert") for r in result.routed)
     size = len(DataConverter.default.payload_converter.to_payloads([result])[0].data)
-    assert size < 20_000, size
+    assert size < 200 + 250 * len(result.routed), size
 
 
-async def test_serving_errors_become_retryable_or_not(serving_url, production_model):
+async def test_serving_errors_become_retryable_or_not(serving_url, db_pool, model_store, production_model):
     from infra.postgres_server import free_port
 
-    frames = [FrameRef(frame_id="b:0000", object_key="frames/sha256/aa/" + "a" * 64)]
+    batch_id = await _record_batch(db_pool, model_store, generate_frames("errors-line", 1, seed=34))
     async with ServingClient(f"http://127.0.0.1:{free_port()}") as down:
         with pytest.raises(ApplicationError) as unreachable:
-            await ActivityEnvironment().run(InferenceActivities(down).classify_frames, ClassifyFramesInput("b", frames))
+            await ActivityEnvironment().run(InferenceActivities(down, db_pool).classify_batch, _input(batch_id, 1))
     assert not unreachable.value.non_retryable
     async with ServingClient(serving_url) as client:
         with pytest.raises(ApplicationError) as unknown_model:
-            await ActivityEnvironment().run(InferenceActivities(client).classify_frames,
-                                            ClassifyFramesInput("b", frames, model_alias="v999999"))
-    assert unknown_model.value.non_retryable and "model_not_found" in str(unknown_model.value)
+            await ActivityEnvironment().run(InferenceActivities(client, db_pool).classify_batch,
+                                            _input(batch_id, 1, model="v999999"))
+        assert unknown_model.value.non_retryable and "model_not_found" in str(unknown_model.value)
+        with pytest.raises(ApplicationError) as missing:
+            await ActivityEnvironment().run(InferenceActivities(client, db_pool).classify_batch,
+                                            _input(f"{batch_id}-never-recorded", 4))
+        assert missing.value.non_retryable and missing.value.type == "MissingFrames"
 
 
-async def test_record_predictions_upserts_by_frame_and_version(db_pool, model_store):
-    batch_id, refs = await _record_batch(db_pool, model_store, generate_frames("upsert-line", 2, seed=33))
-    acts = PredictionActivities(db_pool)
+async def test_predictions_upsert_by_frame_and_version(db_pool, model_store):
+    batch_id = await _record_batch(db_pool, model_store, generate_frames("upsert-line", 2, seed=33))
+    ids = [make_frame_id(batch_id, i) for i in range(2)]
 
-    def pred(ref, version, label, conf):
-        return FramePrediction(ref.frame_id, label, conf, {"ok": conf, "dent": round(1 - conf, 4)},
-                               {"brightness": 0.5}, version)
+    def pred(frame_id: str, version: str, label: str, conf: float) -> predictions.NewPrediction:
+        return predictions.NewPrediction(frame_id, version, label, conf, {"ok": conf, "dent": round(1 - conf, 4)},
+                                         {"brightness": 0.5}, {})
 
-    first = RecordPredictionsInput(batch_id, [pred(r, "v1", "ok", 0.9) for r in refs])
-    assert await ActivityEnvironment().run(acts.record_predictions, first) == 2
-    assert await ActivityEnvironment().run(acts.record_predictions, first) == 2  # a retry: same rows
-    # Another version of the same frames is another row (shadow/canary predictions sit side by side).
-    await ActivityEnvironment().run(acts.record_predictions,
-                                    RecordPredictionsInput(batch_id, [pred(refs[0], "v2", "dent", 0.7)]))
-    rows = await _prediction_rows(db_pool, batch_id)
+    async with db_pool.connection() as conn:
+        first = [pred(f, "v1", "ok", 0.9) for f in ids]
+        await predictions.upsert(conn, first)
+        await predictions.upsert(conn, first)  # a retry: the same rows
+        # Another version of the same frames is another row (shadow/canary predictions sit side by side).
+        await predictions.upsert(conn, [pred(ids[0], "v2", "dent", 0.7)])
+    rows = await _rows(db_pool, "SELECT p.* FROM predictions p JOIN frames f USING (frame_id)"
+                                " WHERE f.batch_id = %s", batch_id)
     assert sorted((r["frame_id"], r["model_version"]) for r in rows) == sorted(
-        [(refs[0].frame_id, "v1"), (refs[1].frame_id, "v1"), (refs[0].frame_id, "v2")])
-    with pytest.raises(ApplicationError) as unknown:
-        await ActivityEnvironment().run(acts.record_predictions, RecordPredictionsInput(
-            batch_id, [FramePrediction("nope:0000", "ok", 1.0, {"ok": 1.0}, {}, "v1")]))
-    assert unknown.value.non_retryable
+        [(ids[0], "v1"), (ids[1], "v1"), (ids[0], "v2")])

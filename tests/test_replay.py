@@ -91,18 +91,20 @@ async def test_a_changed_workflow_fails_replay():
 
 
 async def test_frame_batch_taking_every_path(api, record_history: HistoryRecorder):
-    """A batch that takes every path: a rejected frame, a review task started, a defect recorded."""
+    """A batch that takes every path: a rejected frame, a review task, an unfamiliar frame, a defect."""
     from infra.store import frame_key, sha256_hex
 
     files = [("a.jpg", jpeg_frame(1), "image/jpeg"), ("b.jpg", truncated_jpeg(), "image/jpeg"),
-             ("c.jpg", jpeg_frame(2), "image/jpeg"), ("d.jpg", jpeg_frame(3), "image/jpeg")]
+             ("c.jpg", jpeg_frame(2), "image/jpeg"), ("d.jpg", jpeg_frame(3), "image/jpeg"),
+             ("e.jpg", jpeg_frame(4), "image/jpeg")]
     api.classifier.script(frame_key(sha256_hex(files[2][1])), "scratch", 0.5)
     api.classifier.script(frame_key(sha256_hex(files[3][1])), "dent", 0.99)
+    api.classifier.script(frame_key(sha256_hex(files[4][1])), "dent", 1.0, unfamiliar=True)
     response = await api.http.post("/v1/batches", data={"camera_id": "replay", "idempotency_key": "r1"},
                                    files=multipart(files))
     handle = api.client.get_workflow_handle(response.json()["batch_id"])
     await asyncio.wait_for(handle.result(), 60)
-    await record_history(handle, "frame_batch_every_path")
+    await record_history(handle, "frame_batch_durable_every_path")
 
 
 async def test_camera_stream_across_continue_as_new(temporal_client: Client, task_queue: str,

@@ -155,3 +155,13 @@ async def test_reviewers_label_frames_with_the_keyboard(api, served, browser):
 
         await eventually(closed, message=f"{review_id} closed in Temporal")
         assert (await handle.result()).final_label == label
+
+    # The session cookie is out of the page's scripts' reach, and signing out ends it.
+    assert "sightline_review_session" not in await first.evaluate("document.cookie")
+    cookies = {c["name"]: c for c in await first.context.cookies()}
+    assert cookies["sightline_review_session"]["httpOnly"] and cookies["sightline_review_session"]["sameSite"] == "Lax"
+    async with first.expect_navigation():
+        await first.click("header form button")
+    assert first.url.endswith("/review/sign-in")
+    await first.goto("/review")
+    assert first.url.endswith("/review/sign-in")

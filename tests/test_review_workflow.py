@@ -21,7 +21,7 @@ from infra.settings import Settings
 from tests.polling import eventually
 from tests.review_support import fetch_all, fetch_one, insert_batch, review_input
 from workflows.alert_delivery import WebhookDeliveryWorkflow
-from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput
+from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput, webhook_task_queue
 from workflows.review_task import ReviewTaskWorkflow, start_review_task
 from workflows.review_types import (
     ClaimRequest,
@@ -304,10 +304,11 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(time_skippi
 async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, task_queue, record_history):
     client = time_skipping_env.client
     deliveries.clear()
-    async with Worker(client, task_queue=task_queue, workflows=[ReviewTaskWorkflow, WebhookDeliveryWorkflow],
-                      activities=[*review_activities(db_pool, review_sla_seconds={"normal": 14400.0, "high": 3600.0},
-                                                     review_escalation_webhook_url="http://hooks.test/escalations"),
-                                  fake_ensure_subscription, fake_deliver_webhook]):
+    async with Worker(client, task_queue=task_queue, workflows=[ReviewTaskWorkflow],
+                      activities=review_activities(db_pool, review_sla_seconds={"normal": 14400.0, "high": 3600.0},
+                                                   review_escalation_webhook_url="http://hooks.test/escalations")), \
+            Worker(client, task_queue=webhook_task_queue(task_queue), workflows=[WebhookDeliveryWorkflow],
+                   activities=[fake_ensure_subscription, fake_deliver_webhook]):
         input = review_input(priority="high")
         await insert_batch(db_pool, input.batch_id)
         handle = await start(client, task_queue, input)

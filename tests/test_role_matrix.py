@@ -11,8 +11,10 @@ PUBLIC = "public"
 # (method, path) -> the roles that may call it (admin always may), or PUBLIC.
 MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/healthz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    # Prometheus scrapes with an ops key.
+    ("GET", "/metrics"): {"ops", "admin"},
     ("POST", "/v1/batches"): {"ingest", "admin"},
+    ("PUT", "/v1/uploads/{name}"): {"ingest", "admin"},
     ("GET", "/v1/batches"): {"ingest", "ml-engineer", "ops", "admin"},
     ("GET", "/v1/batches/{batch_id}"): {"ingest", "ml-engineer", "ops", "admin"},
     ("GET", "/v1/batches/{batch_id}/predictions"): {"ingest", "ml-engineer", "ops", "admin"},
@@ -20,6 +22,7 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     # Authorised by the URL's own signature and expiry, like a presigned S3 URL.
     ("GET", "/v1/frames/{frame_id}/image"): PUBLIC,
     ("POST", "/v1/cameras/{camera_id}/frames"): {"ingest", "admin"},
+    ("GET", "/v1/cameras"): {"ingest", "ml-engineer", "ops", "admin"},
     ("GET", "/v1/reviews"): {"reviewer", "ml-engineer", "admin"},
     ("GET", "/v1/reviews/metrics"): {"reviewer", "ml-engineer", "ops", "admin"},
     ("GET", "/v1/reviews/{task_id}"): {"reviewer", "ml-engineer", "admin"},
@@ -28,6 +31,18 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/reviews/{task_id}/release"): {"reviewer", "ml-engineer", "admin"},
     ("POST", "/v1/reviews/next"): {"reviewer", "ml-engineer", "admin"},
     ("GET", "/v1/reviews/{task_id}/frame"): {"reviewer", "ml-engineer", "admin"},
+    # The loop: drift checks and reports for ML engineers and ops; retraining triggered and cancelled by
+    # ML engineers, followed by ops too; model versions and their cards for both.
+    ("POST", "/v1/drift-checks"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/drift-reports"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/drift-reports/{report_id}"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/drift-reports/{report_id}/html"): {"ml-engineer", "ops", "admin"},
+    ("POST", "/v1/retraining"): {"ml-engineer", "admin"},
+    ("GET", "/v1/retraining"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/retraining/{workflow_id}"): {"ml-engineer", "ops", "admin"},
+    ("POST", "/v1/retraining/{workflow_id}/cancel"): {"ml-engineer", "admin"},
+    ("GET", "/v1/models"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/models/{version}"): {"ml-engineer", "ops", "admin"},
 }
 # The matrix checks who may call, not what a call does: "next" gets a scope that matches no task, so
 # it never claims a task that another test left behind (whose workers are gone).
@@ -80,3 +95,9 @@ async def test_role_matrix(api, role):
 async def test_signed_image_url_refuses_a_forged_signature(api):
     response = await api.http.get("/v1/frames/x/image", params={"expires": 9999999999, "signature": "forged"})
     assert response.status_code == 403 and "signature" in response.json()["detail"]
+
+
+async def test_a_signature_that_is_not_ascii_is_a_bad_request(api):
+    for signature in ("é" * 64, "sig\u2028nature", "😀"):
+        response = await api.http.get("/v1/frames/x/image", params={"expires": 9999999999, "signature": signature})
+        assert response.status_code == 400 and "malformed" in response.json()["detail"], signature

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from infra.store import put_frame
-from serving.client import ServingClient, ServingError
+from serving.client import ServingClient, ServingError, parse_reply
 from tests.polling import wait_until
 from vision.camera import generate_frames
 
@@ -57,9 +58,12 @@ async def test_errors_say_whether_a_retry_can_help(serving_url, registry):
         with pytest.raises(ServingError) as unknown:
             await client.classify([("a", "frames/x")], model="v999999")
         assert unknown.value.status == 404 and not unknown.value.retryable and unknown.value.code == "model_not_found"
-        with pytest.raises(ServingError) as invalid:
-            await client._request("POST", "/v1/classify", json={"frames": [], "model": "production"})
-        assert invalid.value.status == 422 and not invalid.value.retryable
+    # A request the service refuses as invalid: 422, and not worth retrying.
+    async with httpx.AsyncClient(base_url=serving_url) as http:
+        response = await http.post("/v1/classify", json={"frames": [], "model": "production"})
+    with pytest.raises(ServingError) as invalid:
+        parse_reply(response.status_code, response.json())
+    assert invalid.value.status == 422 and not invalid.value.retryable
     # Nothing listening: a connection error, worth retrying.
     from infra.postgres_server import free_port
 
@@ -67,6 +71,25 @@ async def test_errors_say_whether_a_retry_can_help(serving_url, registry):
         with pytest.raises(ServingError) as refused:
             await down.classify([("a", "frames/x")])
         assert refused.value.retryable and refused.value.status is None
+
+
+async def test_the_handle_answers_as_http_does(serving_url, model_store, production_model):
+    """The inference worker may reach the application through its handle (a Ray driver on the serving
+    cluster) instead of HTTP: the same answers and the same errors, without the proxy and JSON."""
+    from serving.client import ServingHandleClient
+
+    frames = [*_put(model_store, generate_frames("handle-line", 6, seed=24)),
+              ("missing", "frames/sha256/00/" + "0" * 64)]
+    async with ServingClient(serving_url) as http_client, ServingHandleClient() as handle_client:
+        over_http = await http_client.classify(frames)
+        over_handle = await handle_client.classify(frames)
+        assert over_handle.model_version == over_http.model_version == production_model.version
+        assert [(p.frame_id, p.label, p.confidence) for p in over_handle.predictions] == [
+            (p.frame_id, p.label, p.confidence) for p in over_http.predictions]
+        assert [r.frame_id for r in over_handle.rejections] == ["missing"]
+        with pytest.raises(ServingError) as unknown:
+            await handle_client.classify(frames[:1], model="v999999")
+        assert unknown.value.status == 404 and not unknown.value.retryable
 
 
 async def test_concurrent_requests_are_batched_together(serving_url, model_store):
@@ -138,3 +161,17 @@ async def test_serving_refuses_a_version_whose_files_were_tampered_with(serving_
             await client.classify(_put(model_store, generate_frames("t-line", 1, seed=26)), model=version.version)
         assert refused.value.code == "model_integrity" and "sha256" in str(refused.value)
         assert version.version not in {m["version"] for m in await client.models()}
+
+
+def test_only_the_applications_own_refusals_are_final():
+    """While serving restarts, Serve's proxy answers before the application is deployed (404, plain
+    text): worth retrying. The application's own 404 (an unknown model) and 422 are not."""
+    with pytest.raises(ServingError) as proxy:
+        parse_reply(404, None, "Path '/v1/classify' not found. Ping http://127.0.0.1:8001/-/routes for routes.")
+    assert proxy.value.retryable
+    with pytest.raises(ServingError) as unknown:
+        parse_reply(404, {"error": "model_not_found", "detail": "no model version 'v9'", "retryable": False})
+    assert not unknown.value.retryable and unknown.value.code == "model_not_found"
+    with pytest.raises(ServingError) as invalid:
+        parse_reply(422, {"detail": [{"msg": "List should have at least 1 item"}]})
+    assert not invalid.value.retryable

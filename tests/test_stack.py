@@ -1,52 +1,40 @@
-"""`sightline up / status / down` on a data dir of its own, with ports of its own."""
+"""`sightline up / status / down` on a data dir of its own, with ports of its own; the local Postgres
+keeping its port across a SIGKILL and restart, with a pool that finds it again by itself; `status`
+saying which part is down and why. Killing every part under load: tests/faults/."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from infra.postgres_server import free_port
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+from infra.db import open_pool
+from infra.postgres_server import LocalPostgres
+from infra.processes import alive
+from tests.faults.harness import new_data_dir, sightline, stack_env
+from tests.polling import eventually, wait_until
 
 
 @pytest.fixture
-def stack_env():
-    data = Path(tempfile.mkdtemp(prefix="sl-stack-"))
-    data.chmod(0o755)
-    temporal, ui, api, serving = free_port(), free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "SIGHTLINE_DATA_DIR": str(data),
-        "SIGHTLINE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
-        "SIGHTLINE_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui}",
-        "SIGHTLINE_API_PORT": str(api),
-        "SIGHTLINE_SERVING_URL": f"http://127.0.0.1:{serving}",
-        # A fresh data dir has no model: serving bootstraps one; the small profile keeps that short.
-        "SIGHTLINE_BOOTSTRAP_PROFILE": "tiny",
-    }
-    env.pop("SIGHTLINE_DATABASE_URL", None)
+def data_dir() -> Iterator[Path]:
+    path = new_data_dir("sl-stack-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def env(data_dir: Path) -> Iterator[dict[str, str]]:
+    env = stack_env(data_dir)
     yield env
-    subprocess.run([sys.executable, "-m", "infra.cli", "down"], env=env, capture_output=True, timeout=120)
-    shutil.rmtree(data, ignore_errors=True)
-
-
-def cli(env, *args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    sightline(env, "down", timeout=120)
 
 
 def pids(env) -> dict[str, int]:
@@ -54,33 +42,92 @@ def pids(env) -> dict[str, int]:
     return {p.stem: int(p.read_text()) for p in run.glob("*.pid")}
 
 
-def test_up_twice_status_and_down(stack_env):
-    first = cli(stack_env, "up")
+def test_up_twice_status_and_down(env):
+    first = sightline(env, "up", timeout=540)
     assert first.returncode == 0, first.stdout + first.stderr
-    started = pids(stack_env)
+    started = pids(env)
     assert set(started) >= {"temporal", "serving", "worker", "api"}
-    assert all(_alive(pid) for pid in started.values())
-    assert httpx.get(f"http://127.0.0.1:{stack_env['SIGHTLINE_API_PORT']}/healthz").json() == {"status": "ok"}
-    assert httpx.get(stack_env["SIGHTLINE_TEMPORAL_UI_URL"]).status_code == 200
-    assert httpx.get(f"{stack_env['SIGHTLINE_SERVING_URL']}/healthz").status_code == 200
+    assert all(alive(pid) for pid in started.values())
+    assert httpx.get(f"http://127.0.0.1:{env['SIGHTLINE_API_PORT']}/healthz").json() == {"status": "ok"}
+    assert httpx.get(env["SIGHTLINE_TEMPORAL_UI_URL"]).status_code == 200
+    assert httpx.get(f"{env['SIGHTLINE_SERVING_URL']}/healthz").status_code == 200
 
-    again = cli(stack_env, "up")
+    again = sightline(env, "up")
     assert again.returncode == 0
-    assert pids(stack_env) == started, "a second `up` started something again"
+    assert pids(env) == started, "a second `up` started something again"
 
-    status = cli(stack_env, "status")
-    assert status.returncode == 0
+    status = sightline(env, "status")
+    assert status.returncode == 0, status.stdout
     for part in ("postgres", "temporal", "ray", "serving", "worker", "api"):
         assert part in status.stdout
-    assert str(started["api"]) in status.stdout and stack_env["SIGHTLINE_TEMPORAL_ADDRESS"] in status.stdout
+    assert str(started["api"]) in status.stdout and env["SIGHTLINE_TEMPORAL_ADDRESS"] in status.stdout
 
     listed = subprocess.run(
         [str(Path(sys.executable).parent / "temporal"), "operator", "search-attribute", "list",
-         "--address", stack_env["SIGHTLINE_TEMPORAL_ADDRESS"]], capture_output=True, text=True, timeout=30)
+         "--address", env["SIGHTLINE_TEMPORAL_ADDRESS"]], capture_output=True, text=True, timeout=30)
     assert "SightlineCamera" in listed.stdout and "SightlineDefectCount" in listed.stdout
 
-    down = cli(stack_env, "down")
+    down = sightline(env, "down")
     assert down.returncode == 0
-    assert not any(_alive(pid) for pid in started.values())
-    assert cli(stack_env, "status").returncode == 3
-    assert (Path(stack_env["SIGHTLINE_DATA_DIR"]) / "logs" / "api.log").exists()
+    assert not any(alive(pid) for pid in started.values())
+    assert sightline(env, "status").returncode == 3
+    assert (Path(env["SIGHTLINE_DATA_DIR"]) / "logs" / "api.log").exists()
+
+
+async def test_postgres_comes_back_on_its_port_and_the_pool_reconnects(data_dir: Path):
+    server = LocalPostgres(data_dir / "postgres" / "pgdata")
+    url = server.start()
+    port = server.port
+    assert server.stored_port() == port
+    async with open_pool(url, timeout=2) as pool:
+        async with pool.connection() as conn:
+            await conn.execute("CREATE TABLE kept (n int)")
+            await conn.execute("INSERT INTO kept VALUES (1)")
+        pid = server.pid()
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not alive(pid), timeout=30, message="the postmaster to die")
+        # Killed, it is a zombie no one reaps here, and its lock file stays: neither means "running".
+        again = LocalPostgres(data_dir / "postgres" / "pgdata")
+        assert again.pid() is None
+        with pytest.raises(psycopg.OperationalError):
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+
+        assert again.start() == url, "a restarted Postgres must keep its port: clients hold the URL"
+        assert again.pid() not in (None, pid)
+
+        async def answers() -> int | None:
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute("SELECT count(*) AS n FROM kept")
+                    return (await cur.fetchone() or {}).get("n")
+            except psycopg.OperationalError:
+                return None
+
+        # The pool was opened before the crash; nobody reopens it.
+        assert await eventually(answers, timeout=30, message="the pool to reach the restarted server") == 1
+    again.stop()
+
+
+def test_status_says_which_part_is_down_and_why(data_dir: Path):
+    env = stack_env(data_dir)
+    (data_dir / "run").mkdir()
+    (data_dir / "logs").mkdir()
+    # A worker that died: its pid file names a process that is gone; its log says what happened last.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (data_dir / "run" / "worker.pid").write_text(str(gone.pid))
+    (data_dir / "logs" / "worker.log").write_text(
+        '{"service": "worker", "event": "worker started", "level": "info", "timestamp": "2026-01-01T00:00:00Z"}\n'
+        '{"service": "worker", "event": "activity failed", "level": "error", "timestamp": "2026-01-01T00:00:01Z", '
+        '"exception": "Traceback (most recent call last):\\n  ...\\nMemoryError: out of memory"}\n')
+
+    status = sightline(env, "status")
+    assert status.returncode == 3
+    out = status.stdout
+    worker = out[out.index("worker: "):]
+    assert f"pid {gone.pid}" in worker and "is gone" in worker
+    assert "error activity failed" in worker and "MemoryError: out of memory" in worker
+    assert "postgres: Postgres was never started here" in out
+    assert "api: the API was never started here" in out

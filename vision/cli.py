@@ -137,3 +137,25 @@ def history_command(alias: str = typer.Option(None, help="only this alias")) -> 
         table.add_row(c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.alias, c.from_version or "-", c.to_version or "-",
                       c.changed_by, c.reason)
     console.print(table)
+
+
+@model_app.command("sign")
+def sign_command(version: str = typer.Argument(..., help="a version published before manifests were signed")) -> None:
+    """Sign a version's manifest with the configured key (SIGHTLINE_MODEL_SIGNING_KEY or the data dir's):
+    serving refuses versions without a valid signature. Its manifest must still match the registry."""
+    from infra.settings import get_settings
+    from vision.artifacts import IntegrityError, sign_existing
+    from vision.signatures import signer_from_settings
+
+    registry, store = _registry_and_store()
+    row = registry.get(version)
+    if row is None:
+        console.print(f"[red]no model version {version!r}[/red]")
+        raise typer.Exit(1)
+    try:
+        key_id = sign_existing(store, row.manifest_key, row.manifest_sha256, signer_from_settings(get_settings()))
+    except IntegrityError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    registry.set_signature_key(version, key_id)
+    console.print(f"signed {version} with key {key_id}")

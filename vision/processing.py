@@ -26,11 +26,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # at less than half the speed of a plain one.
 @dataclass(frozen=True)
 class Decision:
-    """The model's answer for one frame: the most likely class, its probability, and every class's."""
+    """The model's answer for one frame: the most likely class, its probability, and every class's;
+    and how unfamiliar the frame is (vision.novelty: 1.0 at the threshold calibrated at training time,
+    above it `unfamiliar`). A model without novelty calibration answers 0.0 and never unfamiliar."""
 
     label: str
     confidence: float
     probabilities: dict[str, float]
+    novelty: float = 0.0
+    unfamiliar: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,17 @@ class Processing:
         e = np.exp(z)
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def decide(self, logits: np.ndarray) -> list[Decision]:
-        """One decision per row of logits, its floats rounded to 4 decimals."""
+    def decide(self, logits: np.ndarray, novelty: np.ndarray | None = None) -> list[Decision]:
+        """One decision per row of logits (and novelty score, when the model has one), its floats
+        rounded to 4 decimals. A frame is unfamiliar when its novelty is above 1."""
         probs = self.probabilities(logits)
+        scores = np.zeros(len(probs), np.float64) if novelty is None else np.asarray(novelty, np.float64)
         out = []
-        for row in probs:
+        for row, score in zip(probs, scores, strict=True):
             k = int(row.argmax())
             out.append(Decision(self.classes[k], round(float(row[k]), 4),
-                                {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}))
+                                {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)},
+                                round(float(score), 4), bool(score > 1.0)))
         return out
 
     def to_dict(self) -> dict[str, Any]:

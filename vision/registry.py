@@ -35,6 +35,11 @@ class ModelVersion:
     created_by: str
     created_at: datetime
     aliases: list[str] = field(default_factory=list)
+    # The model card (vision.publishing.model_card), the retraining run that made it (one version per
+    # run), and the key that signed its manifest.
+    card: dict[str, Any] = field(default_factory=dict)
+    training_run_id: str | None = None
+    signature_key_id: str | None = None
 
 
 @dataclass
@@ -69,17 +74,32 @@ class ModelRegistry:
 
     def register(self, version: str, number: int, architecture: str, manifest_key: str, manifest_sha256: str,
                  parent_version: str | None = None, dataset_snapshot_id: str | None = None,
-                 metrics: dict[str, Any] | None = None, created_by: str = "") -> ModelVersion:
+                 metrics: dict[str, Any] | None = None, created_by: str = "", *, card: dict[str, Any] | None = None,
+                 training_run_id: str | None = None, signature_key_id: str | None = None) -> ModelVersion:
         # A new version has no aliases yet: the inserted row is the whole ModelVersion.
         with self._connect() as conn:
             [registered] = conn.cursor(row_factory=class_row(ModelVersion)).execute(
                 """INSERT INTO model_versions (version, number, architecture, manifest_key, manifest_sha256,
-                       parent_version, dataset_snapshot_id, metrics, created_by)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+                       parent_version, dataset_snapshot_id, metrics, created_by, card, training_run_id,
+                       signature_key_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
                 (version, number, architecture, manifest_key, manifest_sha256, parent_version,
-                 dataset_snapshot_id, Jsonb(metrics or {}), created_by),
+                 dataset_snapshot_id, Jsonb(metrics or {}), created_by, Jsonb(card or {}), training_run_id,
+                 signature_key_id),
             ).fetchall()
         return registered
+
+    def set_signature_key(self, version: str, key_id: str) -> None:
+        """Record which key signed the version's manifest (when an operator signs an older version)."""
+        with self._connect() as conn:
+            conn.execute("UPDATE model_versions SET signature_key_id = %s WHERE version = %s", (key_id, version))
+
+    def of_training_run(self, training_run_id: str) -> ModelVersion | None:
+        """The version a retraining run registered, if it got that far (one per run)."""
+        with self._connect() as conn:
+            versions = conn.cursor(row_factory=class_row(ModelVersion))
+            return versions.execute(_SELECT + " WHERE v.training_run_id = %s GROUP BY v.version",
+                                    (training_run_id,)).fetchone()
 
     def get(self, version: str) -> ModelVersion | None:
         with self._connect() as conn:

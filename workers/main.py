@@ -1,5 +1,5 @@
-"""`python -m workers.main`: one process serving the orchestration and inference task queues, as the
-local stack runs it. Production runs the same workers in separate processes per queue."""
+"""`python -m workers.main`: one process serving the orchestration, inference, webhook and training task
+queues, as the local stack runs it. Production runs the same workers in separate processes per queue."""
 
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
+from activities.inference import Classifier
 from infra.db import apply_migrations, open_pool
 from infra.log import configure_logging, get_logger
 from infra.settings import get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
 from infra.temporal import connect, ensure_search_attributes
-from serving.client import ServingClient
+from serving.client import ServingClient, ServingHandleClient
+from serving.cluster import join_stack
+from vision.registry import ModelRegistry
 from workers.inference import inference_worker
+from workers.loop import ensure_drift_schedule
 from workers.orchestration import orchestration_worker
+from workers.training import training_worker
+from workers.webhooks import webhook_worker
 from workflows import search_attributes as sa
 
 log = get_logger(__name__)
@@ -35,9 +41,19 @@ async def run_worker() -> None:
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(url))
         serving = await stack.enter_async_context(ServingClient(settings.serving_url))
-        await stack.enter_async_context(orchestration_worker(client, pool, store, settings))
-        await stack.enter_async_context(inference_worker(client, serving, settings))
-        log.info("worker started", task_queues=[settings.orchestration_task_queue, settings.inference_task_queue])
+        classifier: Classifier = serving
+        if settings.serving_transport == "handle":
+            await asyncio.to_thread(join_stack, settings)  # ray.init blocks for a few seconds
+            classifier = ServingHandleClient()
+        registry = ModelRegistry(url)
+        await stack.enter_async_context(orchestration_worker(client, pool, store, settings, registry))
+        await stack.enter_async_context(inference_worker(client, classifier, pool, store, settings, serving))
+        await stack.enter_async_context(webhook_worker(client, pool, settings))
+        await stack.enter_async_context(training_worker(client, pool, store, settings, registry))
+        # After the workers: the Schedule's first sweep finds a worker polling.
+        await ensure_drift_schedule(client, settings)
+        log.info("worker started", task_queues=[settings.orchestration_task_queue, settings.inference_task_queue,
+                                                settings.training_task_queue])
         await stop.wait()
     log.info("worker stopped")
 

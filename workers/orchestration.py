@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.batch_records import BatchActivities
-from activities.predictions import PredictionActivities
+from activities.legacy_batch import LegacyBatchActivities
 from activities.reviews import ReviewActivities
 from activities.webhooks import WebhookActivities
 from infra.db import DbPool
 from infra.settings import Settings
 from infra.store import ObjectStore
+from vision.registry import ModelRegistry
+from workers.loop import LOOP_WORKFLOWS, loop_activities
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.frame_batch import FrameBatchWorkflow
@@ -26,24 +27,32 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
 )
 
-WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow]
+WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow, *LOOP_WORKFLOWS]
 
 
-def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, settings: Settings) -> Worker:
-    batches = BatchActivities(pool, store, settings.max_frame_pixels)
-    predictions = PredictionActivities(pool)
-    # One client for the worker's life: connection reuse across deliveries to the same receivers.
-    webhooks = WebhookActivities(pool, httpx.AsyncClient(follow_redirects=False))
+def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, settings: Settings,
+                         registry: ModelRegistry | None = None) -> Worker:
+    batches = BatchActivities(pool)
+    legacy = LegacyBatchActivities(pool, store, max_frame_pixels=settings.max_frame_pixels)
+    # Deliveries run on their own queue (workers.webhooks); these serve the ones started on this queue
+    # before it existed, until none is left.
+    webhooks = WebhookActivities.for_settings(pool, settings)
     reviews = ReviewActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.orchestration_task_queue,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_concurrent_local_activities=settings.worker_max_concurrent_activities,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         workflows=WORKFLOWS,
         workflow_runner=WORKFLOW_RUNNER,
-        activities=[batches.record_batch, batches.validate_frames, batches.complete_batch,
-                    predictions.record_predictions,
+        activities=[batches.record_frames, batches.close_batch,
                     webhooks.ensure_webhook_subscription, webhooks.deliver_webhook,
                     reviews.review_policy, reviews.sync_review_projection, reviews.record_review_label,
-                    reviews.record_escalation],
+                    reviews.record_escalation,
+                    # For batches started before the durable path, until none is open.
+                    legacy.record_batch, legacy.validate_frames, legacy.record_predictions, legacy.complete_batch,
+                    # Drift checks and the retraining run's records (the training itself: workers.training).
+                    *loop_activities(pool, store, settings, registry)],
     )

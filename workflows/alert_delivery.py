@@ -1,7 +1,9 @@
 """WebhookDeliveryWorkflow: deliver one signed webhook with retries and backoff, on its own.
 
 A batch never waits for an alert: it starts this workflow as an abandoned child (`start_webhook_delivery`)
-and moves on, so a dead endpoint costs the batch one child start, not its retries.
+and moves on, so a dead endpoint costs the batch one child start, not its retries. The child runs on the
+webhook task queue (`webhook_task_queue`), served by its own worker (workers.webhooks), so slow receivers
+never take the orchestration worker's slots; its activities run on the queue the workflow runs on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from workflows.alert_types import (
     EnsureSubscriptionInput,
     WebhookDeliveryInput,
     WebhookRetry,
+    webhook_task_queue,
     webhook_workflow_id,
 )
 from workflows.policies import DB_RETRY, DB_TIMEOUT, webhook_retry
@@ -58,6 +61,7 @@ async def start_webhook_delivery(
             WebhookDeliveryWorkflow.run,
             WebhookDeliveryInput(delivery_id, url, event, payload, retry or WebhookRetry()),
             id=workflow_id,
+            task_queue=webhook_task_queue(workflow.info().task_queue),
             # ABANDON: the delivery outlives the batch that raised it, and the batch never waits on it.
             parent_close_policy=ParentClosePolicy.ABANDON,
         )

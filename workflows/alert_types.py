@@ -12,6 +12,13 @@ def webhook_workflow_id(delivery_id: str) -> str:
     return f"webhook-{delivery_id}"
 
 
+def webhook_task_queue(orchestration_task_queue: str) -> str:
+    """Deliveries run on their own task queue beside the orchestration queue (`<queue>-webhooks`), so a
+    slow receiver holds a webhook worker's slots, never the ones batches and reviews need. Derived, not
+    configured: the workflow that raises an alert knows only its own queue."""
+    return f"{orchestration_task_queue}-webhooks"
+
+
 @dataclass
 class WebhookRetry:
     """Backoff for one delivery: capped in attempts and in total time, so a dead endpoint gives up."""

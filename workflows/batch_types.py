@@ -8,8 +8,15 @@ from enum import StrEnum
 
 WORKFLOW_NAME = "FrameBatchWorkflow"
 
-# Camera, site and idempotency keys become parts of workflow ids and object keys: keep them plain.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# Camera and site ids and idempotency keys become parts of workflow, frame and review ids: plain
+# characters only, and short enough that the longest frame id a batch can have fits everywhere it goes
+# (serving's request schema allows MAX_FRAME_ID; a test holds the two together).
+MAX_NAME, MAX_KEY = 64, 128
+NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$"  # camera and site ids
+KEY_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_KEY - 1}}}$"  # idempotency keys
+# ':' is outside both alphabets, so the parts of an id are always recoverable: two different
+# (camera, key) pairs can never name one batch.
+SEPARATOR = ":"
 
 
 class BatchStatus(StrEnum):
@@ -23,12 +30,18 @@ class BatchStatus(StrEnum):
 
 
 def batch_workflow_id(camera_id: str, idempotency_key: str) -> str:
-    """The same camera and idempotency key always name the same workflow, so a resubmit starts none."""
-    return f"batch-{camera_id}-{idempotency_key}"
+    """`batch:<camera>:<key>`. The same camera and idempotency key always name the same workflow, so a
+    resubmission starts none; camera-stream batches have a namespace of their own (`stream:`), which
+    no submission can reach."""
+    return SEPARATOR.join(("batch", camera_id, idempotency_key))
 
 
 def make_frame_id(batch_id: str, position: int) -> str:
-    return f"{batch_id}:{position:04d}"
+    return f"{batch_id}{SEPARATOR}{position:04d}"
+
+
+# The longest frame id: a batch id of the longest camera id and key, and a position.
+MAX_FRAME_ID = len(make_frame_id(batch_workflow_id("c" * MAX_NAME, "k" * MAX_KEY), 9999))
 
 
 @dataclass
@@ -40,14 +53,6 @@ class SubmittedFrame:
     size_bytes: int
     filename: str = ""
     content_type: str = ""
-
-
-@dataclass
-class FrameRef:
-    """A recorded frame, as the steps after validation (classification, review) need it."""
-
-    frame_id: str
-    object_key: str
 
 
 @dataclass
@@ -67,60 +72,83 @@ class FrameBatchInput:
     batch_id: str
     camera_id: str
     site_id: str
-    frames: list[SubmittedFrame]
-    chunk_size: int = 64
+    # Frames the batch must record itself (a camera stream's); empty when the API recorded them before
+    # starting the batch, which keeps the frame list out of the history.
+    frames: list[SubmittedFrame] = field(default_factory=list)
+    chunk_size: int = 256  # frames per classification activity; serving batches across them anyway
     webhook_url: str | None = None
     rules: RoutingRules = field(default_factory=RoutingRules)
     model_alias: str = "production"
     inference_task_queue: str = "inference"
+    frame_count: int = 0  # frames the API recorded; 0 when `frames` are given
+    # Every start since the durable path sets this. A batch started before has no such field in its
+    # input (so it decodes as False) and replays and finishes on the old steps: the branch is decided
+    # by the input in the history, which costs no marker event the way workflow.patched() would.
+    durable_path: bool = False
+
+    @property
+    def total_frames(self) -> int:
+        return self.frame_count or len(self.frames)
 
 
 @dataclass
-class RecordBatchInput:
+class RecordFramesInput:
+    """A camera stream's batch: its frames, recorded by the batch itself (the API records its own)."""
+
     batch_id: str
     camera_id: str
     site_id: str
-    run_id: str
     frames: list[SubmittedFrame]
 
 
 @dataclass
-class ValidateFramesInput:
-    """Positions [start, end) of the batch; the frames are read from Postgres, not carried here."""
+class ClassifyBatchInput:
+    """Positions [start, end) of a recorded batch: classify them, record what came out, apply the
+    rules. Frames are read from Postgres by position, never carried here."""
 
     batch_id: str
+    camera_id: str
+    site_id: str
     start: int
     end: int
+    rules: RoutingRules
+    model_alias: str = "production"
 
 
 @dataclass
-class FrameOutcome:
+class RoutedFrame:
+    """A classified frame that goes somewhere: to human review, or into the batch's defect alert."""
+
     frame_id: str
-    accepted: bool
-    reason: str | None = None
-
-
-@dataclass
-class ValidateFramesResult:
-    accepted: list[FrameRef] = field(default_factory=list)
-    rejected: list[FrameOutcome] = field(default_factory=list)
-
-
-@dataclass
-class FrameRoute:
-    frame_id: str
+    object_key: str
     route: str  # review or alert
-    reason: str  # low_confidence, qa_sample or defect
-    workflow_id: str | None = None
+    reason: str  # low_confidence, qa_sample or unfamiliar (review); defect (alert)
+    label: str
+    confidence: float
+    workflow_id: str | None = None  # the review task or alert delivery started for it
 
 
 @dataclass
-class CompleteBatchInput:
+class ClassifiedFrames:
+    """What classifying a range of positions found. Predictions and rejections are in Postgres; only
+    totals and the frames that go somewhere come back, so a batch's history stays small."""
+
+    model_version: str | None
+    classes: list[str]
+    classified: int
+    rejected: int
+    unfamiliar: int
+    label_counts: dict[str, int]
+    routed: list[RoutedFrame]
+
+
+@dataclass
+class CloseBatchInput:
     batch_id: str
     status: str
-    model_version: str | None = None
-    routes: list[FrameRoute] = field(default_factory=list)
-    rejected: list[FrameOutcome] = field(default_factory=list)
+    model_version: str | None
+    routes: list[RoutedFrame] = field(default_factory=list)
+    failure: str | None = None  # why the batch failed, for status 'failed'
 
 
 @dataclass
@@ -130,11 +158,19 @@ class FrameBatchResult:
     frame_count: int
     accepted: int
     rejected: int
-    rejections: list[FrameOutcome] = field(default_factory=list)
+    rejections: list[FrameOutcome] = field(default_factory=list)  # batches before the durable path; now in Postgres
     model_version: str | None = None
     label_counts: dict[str, int] = field(default_factory=dict)
     sent_to_review: int = 0
     defects: int = 0
+    unfamiliar: int = 0
+
+
+@dataclass
+class FrameOutcome:
+    frame_id: str
+    accepted: bool
+    reason: str | None = None
 
 
 @dataclass

@@ -29,8 +29,11 @@ from workflows.camera_stream_types import (
     CameraStreamInput,
     CameraStreamResult,
     CameraStreamStatus,
+    legacy_stream_batch_id,
     stream_batch_id,
 )
+
+STREAM_NAMESPACE = "stream-namespace"
 
 
 @workflow.defn
@@ -141,9 +144,15 @@ class CameraStreamWorkflow:
         take = input.max_frames
         frames, self._pending = self._pending[:take], self._pending[take:]
         self._arrived = self._arrived[take:]
-        batch_id = stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
+        # A run that began before streams had their own id namespace keeps the old ids, so its
+        # history replays; its next run (after continue-as-new) takes the new ones.
+        if workflow.patched(STREAM_NAMESPACE):
+            batch_id = stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
+        else:
+            batch_id = legacy_stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
         input.next_seq += 1
-        template = input.batch_template or FrameBatchInput("", input.camera_id, input.site_id, [])
+        template = input.batch_template or FrameBatchInput("", input.camera_id, input.site_id, [],
+                                                           durable_path=True)
         child_input = replace(
             template,
             batch_id=batch_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workflows.batch_types import FrameBatchInput, batch_workflow_id
+from workflows.batch_types import SEPARATOR, FrameBatchInput
 
 WORKFLOW_NAME = "CameraStreamWorkflow"
 FRAME_SIGNAL = "frame"
@@ -18,9 +18,17 @@ def camera_workflow_id(camera_id: str) -> str:
 
 
 def stream_batch_id(camera_id: str, epoch: str, seq: int) -> str:
-    """The child batch's workflow id. The epoch (when the stream first started) keeps a stream that was
-    closed and started again from reusing the ids, and so the frame rows, of its earlier batches."""
-    return batch_workflow_id(camera_id, f"stream-{epoch}-{seq:06d}")
+    """The child batch's workflow id, `stream:<camera>:<epoch>:<seq>`: a namespace of the streams' own,
+    so no submission through the API can take (or pre-create) a stream's batch id. The epoch (when the
+    stream first started) keeps a stream that was closed and started again from reusing the ids, and
+    so the frame rows, of its earlier batches."""
+    return SEPARATOR.join(("stream", camera_id, epoch, f"{seq:06d}"))
+
+
+def legacy_stream_batch_id(camera_id: str, epoch: str, seq: int) -> str:
+    """The ids streams gave their batches before streams had a namespace of their own; a stream run
+    that started then keeps them (see CameraStreamWorkflow._start_batch)."""
+    return f"batch-{camera_id}-stream-{epoch}-{seq:06d}"
 
 
 @dataclass

@@ -49,6 +49,9 @@ class ReviewRefusal(Failure):
     INVALID_REQUEST = "InvalidRequest", 422   # e.g. a non-positive lease
     UNAVAILABLE = "TaskUnavailable", 503      # the task's workflow did not answer in time
     NOT_FOUND = "NotFound", 404
+    CLAIM_LIMIT = "ClaimLimitReached", 409    # the reviewer already holds as many claims as allowed
+    LEASE_TOO_LONG = "LeaseTooLong", 422      # a lease longer than the cap (review_max_lease_seconds)
+    OUT_OF_SCOPE = "OutOfScope", 403          # the key is limited to other sites or cameras
 
 
 class WebhookFailure(Failure):
@@ -60,6 +63,8 @@ class WebhookFailure(Failure):
     INVALID_URL = "InvalidWebhookUrl", 422
     UNREACHABLE = "WebhookUnreachable", 502, True       # connection refused, timeout
     HTTP_ERROR = "WebhookHttpError", 502, True          # 5xx, 408, 429
+    ADDRESS_REFUSED = "WebhookAddressRefused", 422      # the host resolves to a non-public address
+    REDIRECTED = "WebhookRedirected", 502               # a 3xx: redirects are never followed
 
 
 class ServingFailure(Failure):
@@ -70,9 +75,31 @@ class ServingFailure(Failure):
 
 
 class RecordFailure(Failure):
-    """A write that can never succeed: a bug upstream, not a transient fault."""
+    """A write or read that can never succeed: a bug upstream, not a transient fault."""
 
     UNKNOWN_FRAME = "UnknownFrame", 500
+    MISSING_FRAMES = "MissingFrames", 500  # a batch started without its frames recorded
+
+
+class BatchFailure(Failure):
+    """A batch that could not be finished; its row says why (batches.failure_reason)."""
+
+    FAILED = "BatchFailed", 500
+
+
+class DriftFailure(Failure):
+    """Why a drift check cannot run; retrying will not change it."""
+
+    NO_REFERENCE = "NoDriftReference", 409  # production's artifacts carry no drift reference
+
+
+class RetrainingFailure(Failure):
+    """Why a retraining run cannot go on; retrying will not change it."""
+
+    SNAPSHOT_MISMATCH = "SnapshotMismatch", 409  # the saved plan does not hash to the snapshot id it is under
+    SNAPSHOT_INVALID = "SnapshotInvalid", 422    # a frame is missing or its bytes changed
+    PARENT_INVALID = "ParentInvalid", 409        # the version to fine-tune cannot be loaded (integrity, signature)
+    INVALID_PARAMETERS = "InvalidTrainingParameters", 422
 
 
 def non_retryable(*kinds: type[Failure]) -> list[str]:

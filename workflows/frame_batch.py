@@ -1,5 +1,15 @@
-"""FrameBatchWorkflow: record a batch, validate its frames, classify them through the serving cluster,
-record the predictions, route each frame (human review, QA sample, alert) and close the batch."""
+"""FrameBatchWorkflow: classify a recorded batch through the serving cluster, send each frame where the
+rules say (human review, a defect alert), and close the batch.
+
+Temporal's cost is per event, so the batch takes as few as it can. The API records the batch and its
+frames in Postgres before starting it, so the input names no frames. One activity per chunk of
+positions classifies and records (predictions, rejections, the rules applied) in the same step, and
+returns only totals and the frames that go somewhere. Closing the batch is a local activity, and the
+search attributes given at start are set once more, at the end. A batch with no reviews and no alerts
+is 13 events: started, three workflow tasks, one activity, the close marker, the attributes, completed.
+
+Batches started before this shape finish on their old steps (workflows/frame_batch_legacy.py).
+"""
 
 from __future__ import annotations
 
@@ -10,218 +20,143 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
 from workflows.batch_types import (
     BatchProgress,
     BatchStatus,
-    CompleteBatchInput,
+    ClassifyBatchInput,
+    CloseBatchInput,
     FrameBatchInput,
     FrameBatchResult,
-    FrameOutcome,
-    FrameRef,
-    FrameRoute,
-    RecordBatchInput,
-    RoutingRules,
-    ValidateFramesInput,
+    RecordFramesInput,
+    RoutedFrame,
 )
-from workflows.inference_types import (
-    ClassifyFramesInput,
-    ClassifyFramesResult,
-    FramePrediction,
-    RecordPredictionsInput,
-)
-from workflows.policies import DB_RETRY, DB_TIMEOUT, SERVING_RETRY, SERVING_TIMEOUT
+from workflows.failures import BatchFailure
+from workflows.frame_batch_legacy import LegacyBatchSteps
+from workflows.policies import DB_RETRY, LOCAL_DB_TIMEOUT, SERVING_RETRY, SERVING_TIMEOUT
 from workflows.review_task import start_review_task
 from workflows.review_types import ReviewTaskInput
+from workflows.routing import ALERT, REVIEW
 
 with workflow.unsafe.imports_passed_through():
     from activities.batch_records import BatchActivities
     from activities.inference import InferenceActivities
-    from activities.predictions import PredictionActivities
-
-
-
-def route_frames(
-    predictions: list[FramePrediction], rules: RoutingRules, sample: list[float]
-) -> list[FrameRoute]:
-    """Pure routing rules. `sample[i]` is a uniform draw for prediction i (workflow.random in the
-    workflow, so replays draw the same)."""
-    routes = []
-    for prediction, draw in zip(predictions, sample, strict=True):
-        if prediction.confidence < rules.review_below:
-            routes.append(FrameRoute(prediction.frame_id, "review", "low_confidence"))
-        elif draw < rules.qa_sample_rate:
-            routes.append(FrameRoute(prediction.frame_id, "review", "qa_sample"))
-        if prediction.label not in rules.ok_labels and prediction.confidence >= rules.alert_at_or_above:
-            routes.append(FrameRoute(prediction.frame_id, "alert", "defect"))
-    return routes
-
 
 @workflow.defn
 class FrameBatchWorkflow:
     def __init__(self) -> None:
-        self._status: str = BatchStatus.RECEIVED
-        self._total = 0
-        self._validated = 0
-        self._classified = 0
+        self._progress = BatchProgress(BatchStatus.RECEIVED, 0, 0)
 
     @workflow.query
     def progress(self) -> BatchProgress:
-        return BatchProgress(self._status, self._total, self._validated, self._classified)
-
-    def _set_status(self, status: str) -> None:
-        self._status = status
-        workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+        return self._progress
 
     @workflow.run
     async def run(self, input: FrameBatchInput) -> FrameBatchResult:
-        self._total = total = len(input.frames)
-        self._set_status(BatchStatus.RUNNING)
-        await workflow.execute_activity_method(
-            BatchActivities.record_batch,
-            RecordBatchInput(input.batch_id, input.camera_id, input.site_id, workflow.info().run_id, input.frames),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
+        if not input.durable_path:
+            return await LegacyBatchSteps(self._progress).run(input)
+        self._progress = BatchProgress(BatchStatus.RUNNING, input.total_frames, 0)
+        try:
+            return await self._run(input)
+        except ActivityError as failed:
+            # Retries are spent (serving gone for minutes, a frame that can never be recorded): the
+            # batch says so in Postgres and in its search attribute, then the workflow fails too.
+            reason = _reason(failed)
+            await self._close(CloseBatchInput(input.batch_id, BatchStatus.FAILED, None, failure=reason))
+            workflow.upsert_search_attributes([sa.STATUS.value_set(BatchStatus.FAILED)])
+            self._progress.status = BatchStatus.FAILED
+            raise BatchFailure.FAILED.error(f"batch {input.batch_id} failed: {reason}") from failed
 
-        results = await asyncio.gather(
-            *(
-                workflow.execute_activity_method(
-                    BatchActivities.validate_frames,
-                    ValidateFramesInput(input.batch_id, start, min(start + input.chunk_size, total)),
-                    start_to_close_timeout=timedelta(minutes=5),
-                    # A killed worker's chunk is retried after this, not after the whole timeout.
-                    heartbeat_timeout=timedelta(seconds=10),
-                    retry_policy=DB_RETRY,
-                )
-                for start in range(0, total, input.chunk_size)
+    async def _run(self, input: FrameBatchInput) -> FrameBatchResult:
+        if input.frames:  # a camera stream's batch: the API did not record these frames
+            await workflow.execute_local_activity_method(
+                BatchActivities.record_frames,
+                RecordFramesInput(input.batch_id, input.camera_id, input.site_id, input.frames),
+                start_to_close_timeout=LOCAL_DB_TIMEOUT, retry_policy=DB_RETRY,
             )
-        )
-        accepted: list[FrameRef] = [f for r in results for f in r.accepted]
-        rejected: list[FrameOutcome] = [o for r in results for o in r.rejected]
-        self._validated = len(accepted) + len(rejected)
+        total = input.total_frames
+        chunks = await asyncio.gather(*(
+            workflow.execute_activity_method(
+                InferenceActivities.classify_batch,
+                ClassifyBatchInput(input.batch_id, input.camera_id, input.site_id, start,
+                                   min(start + input.chunk_size, total), input.rules, input.model_alias),
+                task_queue=input.inference_task_queue,
+                start_to_close_timeout=SERVING_TIMEOUT,
+                # A killed worker's chunk is retried after this, not after the whole timeout.
+                heartbeat_timeout=timedelta(seconds=20),
+                retry_policy=SERVING_RETRY,
+            )
+            for start in range(0, total, input.chunk_size)
+        ))
+        self._progress.frames_classified = sum(c.classified for c in chunks)
+        model_version = next((c.model_version for c in chunks if c.model_version), None)
+        routed = [frame for chunk in chunks for frame in chunk.routed]
+        classes = next((c.classes for c in chunks if c.classes), [])
+        await self._start_reviews(input, routed, classes, model_version)
+        await self._alert(input, routed, model_version)
 
-        model_version: str | None = None
-        predictions: list[FramePrediction] = []
-        routes: list[FrameRoute] = []
-        unclassifiable: list[FrameOutcome] = []  # passed validation, refused by the preprocessor
-        # Batches started before classification existed replay without it.
-        if accepted and workflow.patched("classify-and-route"):
-            self._set_status(BatchStatus.CLASSIFYING)
-            classified = await self._classify(input, accepted)
-            for result in classified:
-                predictions += result.predictions
-                unclassifiable += result.rejections
-            model_version = classified[0].model_version if classified else None
-            if predictions:
-                await workflow.execute_activity_method(
-                    PredictionActivities.record_predictions,
-                    RecordPredictionsInput(input.batch_id, predictions),
-                    start_to_close_timeout=DB_TIMEOUT,
-                    retry_policy=DB_RETRY,
-                )
-            self._classified = len(predictions)
-            routes = route_frames(predictions, input.rules, [workflow.random().random() for _ in predictions])
-            await self._start_reviews(input, accepted, predictions, routes)
-            await self._alert(input, predictions, routes, model_version)
-
-        await workflow.execute_activity_method(
-            BatchActivities.complete_batch,
-            CompleteBatchInput(input.batch_id, BatchStatus.COMPLETED, model_version, routes, unclassifiable),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
-        defects = sum(1 for r in routes if r.route == "alert")
+        await self._close(CloseBatchInput(input.batch_id, BatchStatus.COMPLETED, model_version, routed))
+        defects = sum(1 for r in routed if r.route == ALERT)
         updates: list[SearchAttributeUpdate[Any]] = [sa.STATUS.value_set(BatchStatus.COMPLETED),
                                                      sa.DEFECT_COUNT.value_set(defects)]
         if model_version:
             updates.append(sa.MODEL_VERSION.value_set(model_version))
-        self._status = BatchStatus.COMPLETED
         workflow.upsert_search_attributes(updates)
+        self._progress.status = BatchStatus.COMPLETED
+        labels: Counter[str] = Counter()
+        for chunk in chunks:
+            labels.update(chunk.label_counts)
+        classified = sum(c.classified for c in chunks)
         return FrameBatchResult(
-            batch_id=input.batch_id,
-            status=BatchStatus.COMPLETED,
-            frame_count=total,
-            accepted=len(accepted) - len(unclassifiable),
-            rejected=len(rejected) + len(unclassifiable),
-            rejections=rejected + unclassifiable,
-            model_version=model_version,
-            label_counts=dict(Counter(p.label for p in predictions)),
-            sent_to_review=sum(1 for r in routes if r.route == "review"),
-            defects=defects,
+            batch_id=input.batch_id, status=BatchStatus.COMPLETED, frame_count=total, accepted=classified,
+            rejected=sum(c.rejected for c in chunks), model_version=model_version, label_counts=dict(labels),
+            sent_to_review=sum(1 for r in routed if r.route == REVIEW), defects=defects,
+            unfamiliar=sum(c.unfamiliar for c in chunks),
         )
 
-    async def _classify(self, input: FrameBatchInput, accepted: list[FrameRef]) -> list[ClassifyFramesResult]:
-        chunks = [accepted[i : i + input.chunk_size] for i in range(0, len(accepted), input.chunk_size)]
-        return list(
-            await asyncio.gather(
-                *(
-                    workflow.execute_activity_method(
-                        InferenceActivities.classify_frames,
-                        ClassifyFramesInput(input.batch_id, chunk, input.model_alias),
-                        task_queue=input.inference_task_queue,
-                        start_to_close_timeout=SERVING_TIMEOUT,
-                        retry_policy=SERVING_RETRY,
-                    )
-                    for chunk in chunks
-                )
-            )
-        )
+    async def _close(self, close: CloseBatchInput) -> None:
+        await workflow.execute_local_activity_method(
+            BatchActivities.close_batch, close, start_to_close_timeout=LOCAL_DB_TIMEOUT, retry_policy=DB_RETRY)
 
-    async def _start_reviews(
-        self, input: FrameBatchInput, accepted: list[FrameRef], predictions: list[FramePrediction],
-        routes: list[FrameRoute],
-    ) -> None:
+    async def _start_reviews(self, input: FrameBatchInput, routed: list[RoutedFrame], classes: list[str],
+                             model_version: str | None) -> None:
         """One ReviewTaskWorkflow per frame sent to review, abandoned: reviews take hours, the batch
         does not wait. The id comes from frame and reason, so a retried start opens no second task."""
-        keys = {f.frame_id: f.object_key for f in accepted}
-        by_frame = {p.frame_id: p for p in predictions}
 
-        async def start(route: FrameRoute) -> None:
-            prediction = by_frame[route.frame_id]
-            defect = prediction.label not in input.rules.ok_labels
-            route.workflow_id = await start_review_task(
-                ReviewTaskInput(
-                    frame_id=route.frame_id,
-                    batch_id=input.batch_id,
-                    object_key=keys[route.frame_id],
-                    camera_id=input.camera_id,
-                    site_id=input.site_id,
-                    reason=route.reason,
-                    predicted_label=prediction.label,
-                    confidence=prediction.confidence,
-                    classes=sorted(prediction.probabilities),
-                    priority="high" if defect and route.reason == "low_confidence" else "normal",
-                    reviews_required=input.rules.reviews_required,
-                    model_version=prediction.model_version,
-                )
-            )
+        async def start(frame: RoutedFrame) -> None:
+            defect = frame.label not in input.rules.ok_labels
+            frame.workflow_id = await start_review_task(ReviewTaskInput(
+                frame_id=frame.frame_id, batch_id=input.batch_id, object_key=frame.object_key,
+                camera_id=input.camera_id, site_id=input.site_id, reason=frame.reason,
+                predicted_label=frame.label, confidence=frame.confidence, classes=list(classes),
+                priority="high" if defect and frame.reason == "low_confidence" else "normal",
+                reviews_required=input.rules.reviews_required, model_version=model_version,
+            ))
 
-        await asyncio.gather(*(start(r) for r in routes if r.route == "review"))
+        await asyncio.gather(*(start(r) for r in routed if r.route == REVIEW))
 
-    async def _alert(self, input: FrameBatchInput, predictions: list[FramePrediction], routes: list[FrameRoute],
-                     model_version: str | None) -> None:
+    async def _alert(self, input: FrameBatchInput, routed: list[RoutedFrame], model_version: str | None) -> None:
         """One signed webhook per batch with its confident defects, delivered by an abandoned child
         workflow: a dead endpoint retries there and never holds up the batch."""
-        alerts = [r for r in routes if r.route == "alert"]
+        alerts = [r for r in routed if r.route == ALERT]
         if not alerts or not input.webhook_url:
             return
-        by_frame = {p.frame_id: p for p in predictions}
         payload = {
-            "batch_id": input.batch_id,
-            "camera_id": input.camera_id,
-            "site_id": input.site_id,
-            "model_version": model_version,
-            "defect_count": len(alerts),
-            "defects": [
-                {"frame_id": r.frame_id, "label": by_frame[r.frame_id].label,
-                 "confidence": by_frame[r.frame_id].confidence}
-                for r in alerts[:100]
-            ],
+            "batch_id": input.batch_id, "camera_id": input.camera_id, "site_id": input.site_id,
+            "model_version": model_version, "defect_count": len(alerts),
+            "defects": [{"frame_id": r.frame_id, "label": r.label, "confidence": r.confidence} for r in alerts[:100]],
         }
         workflow_id = await start_webhook_delivery(input.webhook_url, "batch.defects", payload,
                                                    delivery_id=f"{input.batch_id}.defects")
         for route in alerts:
             route.workflow_id = workflow_id
+
+
+def _reason(failed: ActivityError) -> str:
+    cause = failed.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'error'}: {cause.message}"[:500]
+    return str(cause or failed)[:500]

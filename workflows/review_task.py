@@ -27,6 +27,7 @@ from workflows.alert_delivery import start_webhook_delivery
 from workflows.failures import ReviewRefusal
 from workflows.policies import DB_RETRY, DB_TIMEOUT
 from workflows.review_types import (
+    MAX_CLAIM_LEASE_SECONDS,
     MAX_PRIORITY,
     UNUSABLE,
     WORKFLOW_NAME,
@@ -157,8 +158,9 @@ class ReviewTaskWorkflow:
         self._check_open()
         if self._lease is None:
             raise ReviewRefusal.OPENING.error(f"task {self._id} is still opening; try again in a moment")
-        if req.lease_seconds is not None and req.lease_seconds <= 0:
-            raise ReviewRefusal.INVALID_REQUEST.error("lease_seconds must be positive")
+        if req.lease_seconds is not None and not 0 < req.lease_seconds <= MAX_CLAIM_LEASE_SECONDS:
+            raise ReviewRefusal.INVALID_REQUEST.error(
+                f"lease_seconds must be positive and at most {MAX_CLAIM_LEASE_SECONDS:.0f}")
         claim = self._live_claim()
         if claim and claim.reviewer_id != req.reviewer_id:
             holder = claim.reviewer_name or claim.reviewer_id

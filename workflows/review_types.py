@@ -10,11 +10,14 @@ from enum import StrEnum
 
 WORKFLOW_NAME = "ReviewTaskWorkflow"
 UNUSABLE = "unusable"
-REASONS = ("low_confidence", "qa_sample")
+REASONS = ("low_confidence", "qa_sample", "unfamiliar")
 
 # Priority levels, lowest first; the SLA per level comes from settings (review_sla_seconds).
 PRIORITIES = ("low", "normal", "high", "urgent")
 MAX_PRIORITY = len(PRIORITIES) - 1
+# The longest claim the workflow grants, whoever asks: the API caps leases lower (review_max_lease_seconds,
+# 30 minutes by default); this holds even for a caller that goes around the API.
+MAX_CLAIM_LEASE_SECONDS = 4 * 3600.0
 
 
 

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
+from api.auth import require_scope
 from api.callers import BatchReader, IngestCaller
 from api.deps import BatchServiceDep, SettingsDep, StoreDep
 from api.schemas.batches import BatchAccepted, BatchDetail, BatchPage, PredictionPage
-from api.services.batches import InvalidCursor
+from api.services.batches import AdmissionRefused, ConflictingResubmission, InvalidCursor, UnregisteredWebhook
 from api.submission import read_submission
-from workflows.batch_types import ID_PATTERN
+from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -21,9 +22,9 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["camera_id", "frames"],
     "properties": {
-        "camera_id": {"type": "string", "pattern": ID_PATTERN, "example": "line-1"},
-        "site_id": {"type": "string", "pattern": ID_PATTERN, "example": "plant-a"},
-        "idempotency_key": {"type": "string", "pattern": ID_PATTERN,
+        "camera_id": {"type": "string", "pattern": NAME_PATTERN, "example": "line-1"},
+        "site_id": {"type": "string", "pattern": NAME_PATTERN, "example": "plant-a"},
+        "idempotency_key": {"type": "string", "pattern": KEY_PATTERN,
                             "description": "same key, same batch; defaults to a digest of the frames"},
         "webhook_url": {"type": "string", "description": "alerts for confident defects are POSTed here, signed"},
         "frames": {"type": "array", "items": {"type": "string", "format": "binary"},
@@ -39,10 +40,12 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such bat
     response_model=BatchAccepted,
     summary="Submit a batch of frames",
     description="Either `multipart/form-data` with the image files, or `application/json` naming objects "
-    "already in the store. The batch runs as a `FrameBatchWorkflow` with id `batch-<camera>-<idempotency key>`.",
+    "already in the store. The batch runs as a `FrameBatchWorkflow` with id `batch:<camera>:<idempotency key>`.",
     responses={
-        200: {"description": "the idempotency key named an existing batch; nothing new was started",
-              "model": BatchAccepted},
+        200: {"description": "the idempotency key named an existing batch; nothing new was started "
+                             "(a failed batch is run again instead, answered 202)", "model": BatchAccepted},
+        409: {"description": "the idempotency key names a batch of other frames"},
+        429: {"description": "the site has as many batches in flight as it may; retry after `Retry-After` s"},
         413: {"description": "too many frames, or a frame too large (the reason names the frame)"},
         415: {"description": "a frame of a type that is not accepted (the reason names the frame)"},
         422: {"description": "a missing or malformed field, or a named object that is not in the store"},
@@ -59,8 +62,17 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such bat
 )
 async def submit_batch(request: Request, response: Response, caller: IngestCaller, batches: BatchServiceDep,
                        store: StoreDep, settings: SettingsDep) -> BatchAccepted:
-    accepted = await batches.submit(await read_submission(request, store, settings), caller)
-    if not accepted.created:
+    try:
+        submission = await read_submission(request, store, settings, caller)
+        require_scope(caller, submission.site_id, submission.camera_id)
+        accepted = await batches.submit(submission, caller)
+    except AdmissionRefused as refused:
+        raise HTTPException(429, str(refused), headers={"Retry-After": str(refused.retry_after_s)}) from None
+    except ConflictingResubmission as conflict:
+        raise HTTPException(409, str(conflict)) from None
+    except UnregisteredWebhook as unregistered:
+        raise HTTPException(422, str(unregistered)) from None
+    if not (accepted.created or accepted.rerun):  # nothing new was started
         response.status_code = status.HTTP_200_OK
     return accepted
 
@@ -78,16 +90,17 @@ async def list_batches(
     cursor: str | None = None,
 ) -> BatchPage:
     try:
-        return await batches.page(camera_id=camera_id, site_id=site_id, status=status_, created_after=created_after,
-                                  created_before=created_before, limit=limit, cursor=cursor)
+        return await batches.page(caller, camera_id=camera_id, site_id=site_id, status=status_,
+                                  created_after=created_after, created_before=created_before, limit=limit,
+                                  cursor=cursor)
     except InvalidCursor as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
 
 
 @router.get("/{batch_id}", response_model=BatchDetail, responses=_NOT_FOUND,
             summary="A batch: status, counts by class, rejections, review, timings, and every frame")
 async def get_batch(batch_id: str, caller: BatchReader, batches: BatchServiceDep) -> BatchDetail:
-    detail = await batches.detail(batch_id)
+    detail = await batches.detail(batch_id, caller)
     if detail is None:
         raise HTTPException(404, f"no batch {batch_id!r}")
     return detail
@@ -103,9 +116,9 @@ async def batch_predictions(
     cursor: str | None = None,
 ) -> PredictionPage:
     try:
-        page = await batches.predictions(batch_id, limit, cursor)
+        page = await batches.predictions(batch_id, caller, limit, cursor)
     except InvalidCursor as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
     if page is None:
         raise HTTPException(404, f"no batch {batch_id!r}")
     return page

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from starlette.datastructures import UploadFile
 
-from api.callers import IngestCaller
-from api.deps import CameraStreamsDep, SettingsDep
-from api.schemas.batches import CameraFrameAccepted
-from api.submission import check_id, check_webhook_url, read_uploads
+from api.auth import require_scope
+from api.callers import BatchReader, IngestCaller
+from api.deps import CameraStatsDep, CameraStreamsDep, SettingsDep
+from api.schemas.batches import CameraFrameAccepted, CameraList
+from api.services.batches import UnregisteredWebhook
+from api.submission import FORM_LIMITS, check_id, check_webhook_url, read_uploads
+from workflows.batch_types import NAME_PATTERN
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
+
+
+@router.get("", response_model=CameraList, summary="Cameras with their frame totals over a window: "
+            "frames, rejections, unfamiliar frames, defects, reviews")
+async def list_cameras(
+    caller: BatchReader, stats: CameraStatsDep, site_id: str | None = None,
+    window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24.0,
+) -> CameraList:
+    return await stats.summary(caller, window_hours, site_id)
+
+
+_FRAME_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["frame"],
+    "properties": {
+        "frame": {"type": "string", "format": "binary", "description": "one JPEG, PNG or WebP image"},
+        "site_id": {"type": "string", "pattern": NAME_PATTERN, "example": "plant-a"},
+        "webhook_url": {"type": "string", "description": "alerts for this camera's batches"},
+    },
+}
 
 
 @router.post(
@@ -22,18 +46,24 @@ router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
     description="The frame is stored and signalled to the camera's `CameraStreamWorkflow` "
     "(`camera-<camera_id>`, started on the first frame), which cuts batches by count or time.",
     responses={413: {"description": "frame too large"}, 415: {"description": "type not accepted"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FRAME_FORM}}}},
 )
-async def camera_frame(
-    camera_id: str,
-    caller: IngestCaller,
-    cameras: CameraStreamsDep,
-    settings: SettingsDep,
-    frame: Annotated[UploadFile, File(description="one JPEG, PNG or WebP image")],
-    site_id: Annotated[str, Form(examples=["plant-a"])] = "default",
-    webhook_url: Annotated[str | None, Form(description="alerts for this camera's batches")] = None,
-) -> CameraFrameAccepted:
+async def camera_frame(camera_id: str, request: Request, caller: IngestCaller, cameras: CameraStreamsDep,
+                       settings: SettingsDep) -> CameraFrameAccepted:
+    # The form is read here, after the key was checked, not by FastAPI before the dependencies run.
     check_id("camera_id", camera_id)
-    check_id("site_id", site_id)
-    webhook_url = check_webhook_url(webhook_url)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(415, "send multipart/form-data with one `frame` file")
+    form = await request.form(max_files=1, max_fields=FORM_LIMITS["max_fields"],
+                              max_part_size=FORM_LIMITS["max_part_size"])
+    frame = form.get("frame")
+    if not isinstance(frame, UploadFile):
+        raise HTTPException(422, "a `frame` file is required")
+    site_id = check_id("site_id", str(form.get("site_id") or "default"))
+    require_scope(caller, site_id, camera_id)
+    webhook_url = check_webhook_url(str(form.get("webhook_url") or "") or None)
     (upload,) = await read_uploads([frame], settings)
-    return await cameras.send(camera_id, site_id, webhook_url, upload, caller)
+    try:
+        return await cameras.send(camera_id, site_id, webhook_url, upload, caller)
+    except UnregisteredWebhook as unregistered:
+        raise HTTPException(422, str(unregistered)) from None

@@ -1,7 +1,10 @@
-"""The reviewer page at /review: server-rendered, keyboard first. Sign in with an API key (kept in the
-signed cookie session), get the next task, label it with one key per class, `u` unusable, `n` next.
+"""The reviewer page at /review: server-rendered, keyboard first. Sign in with an API key, get the next
+task, label it with one key per class, `u` unusable, `n` next.
 
-Every form carries a per-session CSRF token; the session cookie is SameSite=Lax as well.
+Sign-in opens a server-side session (api.auth, infra.tables.sessions): the cookie carries a random id
+only, and the page's memory (queue scope, task in hand, skipped tasks, flash message) stays in the
+session row. Sign-out revokes the session wherever its cookie is. Every form carries a CSRF token: the
+session's own once signed in, and before that a double-submit token in a short-lived cookie.
 """
 
 from __future__ import annotations
@@ -10,18 +13,31 @@ import contextlib
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.auth import KeyRefused, Principal, allowed_roles, principal_for, session_principal
+from api.audit import record_audit
+from api.auth import (
+    KeyRefused,
+    Principal,
+    allowed_roles,
+    clear_session_cookie,
+    cookie_secure,
+    principal_for,
+    review_session,
+    session_principal,
+    set_session_cookie,
+)
 from api.callers import REVIEWERS
-from api.deps import DbDep, ReviewQueueDep
+from api.deps import DbDep, ReviewQueueDep, SettingsDep
 from api.review_metrics import observe_decision
 from api.services.review_queue import ReviewQueue, ReviewRefused
 from infra.db import DbPool
+from infra.settings import Settings
+from infra.tables import sessions
 from infra.tables.review_tasks import SCOPE_FIELDS
 from workflows.review_types import PRIORITIES, UNUSABLE
 
@@ -30,105 +46,156 @@ templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "
 # The page serves the same people as the review API.
 PAGE_ROLES = allowed_roles(REVIEWERS)
 _SKIP_MEMORY = 50  # tasks a reviewer skipped with `n` are not offered to them again this session
+# The sign-in form's double-submit CSRF token: a cookie only this site's pages can read back into the form.
+_SIGN_IN_CSRF = "sightline_sign_in_csrf"
+_MAX_CSRF = 128
 
 
 def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _csrf(request: Request) -> str:
-    token = request.session.get("csrf")
-    if not token:
-        token = request.session["csrf"] = secrets.token_urlsafe(24)
-    return token
+def _csrf_matches(expected: str | None, token: str) -> bool:
+    """Constant-time; a token that is not ASCII cannot be ours and is a bad request (400), not a stale form."""
+    if not token.isascii() or len(token) > _MAX_CSRF:
+        raise HTTPException(400, "malformed CSRF token")
+    return bool(expected) and secrets.compare_digest(str(expected).encode(), token.encode())
 
 
-def _csrf_ok(request: Request, token: str) -> bool:
-    expected = request.session.get("csrf")
-    return isinstance(expected, str) and secrets.compare_digest(expected.encode(), token.encode())
+class PageState:
+    """The signed-in reviewer's session as the page uses it; `save` writes changes back."""
+
+    def __init__(self, session: sessions.Session) -> None:
+        self.session = session
+        self.state: dict[str, Any] = dict(session.state)
+        self.csrf = session.csrf_token
+
+    def flash(self, message: str, kind: str = "info") -> None:
+        """A message for the next page; one already waiting is kept in front of it."""
+        waiting = self.state.get("flash")
+        if waiting:
+            message = f"{waiting['message']} {message}"
+            kind = "error" if "error" in (kind, waiting["kind"]) else kind
+        self.state["flash"] = {"message": message, "kind": kind}
+
+    async def save(self, pool: DbPool) -> None:
+        if self.state != self.session.state:
+            self.session.state = self.state
+            async with pool.connection() as conn:
+                await sessions.save_state(conn, self.session)
 
 
-async def _form_principal(request: Request, pool: DbPool, csrf: str) -> Principal | RedirectResponse:
+async def _signed_in(request: Request, pool: DbPool) -> tuple[Principal, PageState] | None:
+    principal = await session_principal(request, pool, PAGE_ROLES)
+    session = await review_session(request, pool)
+    if principal is None or session is None:
+        return None
+    return principal, PageState(session)
+
+
+async def _form_session(request: Request, pool: DbPool, csrf: str) -> tuple[Principal, PageState] | RedirectResponse:
     """The signed-in reviewer posting a page form, or where to send them instead (sign-in, or back to
     the page with a message when the form's CSRF token is stale)."""
-    principal = await session_principal(request, pool, PAGE_ROLES)
-    if principal is None:
+    signed_in = await _signed_in(request, pool)
+    if signed_in is None:
         return _see_other("/review/sign-in")
-    if not _csrf_ok(request, csrf):
-        _flash(request, "The form expired; try again.", "error")
+    principal, page = signed_in
+    if not _csrf_matches(page.csrf, csrf):
+        page.flash("The form expired; try again.", "error")
+        await page.save(pool)
         return _see_other("/review")
-    return principal
+    return principal, page
 
 
-def _flash(request: Request, message: str, kind: str = "info") -> None:
-    """A message for the next page; one already waiting is kept in front of it."""
-    waiting = request.session.get("flash")
-    if waiting:
-        message = f"{waiting['message']} {message}"
-        kind = "error" if "error" in (kind, waiting["kind"]) else kind
-    request.session["flash"] = {"message": message, "kind": kind}
+def _sign_in_page(request: Request, settings: Settings, error: str | None, status_code: int = 200) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = templates.TemplateResponse(request, "review_sign_in.html", {"csrf": token, "error": error},
+                                          status_code=status_code)
+    response.set_cookie(_SIGN_IN_CSRF, token, max_age=3600, path="/review", httponly=True, samesite="strict",
+                        secure=cookie_secure(request, settings))
+    return response
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_form(request: Request) -> Response:
-    return templates.TemplateResponse(request, "review_sign_in.html", {"csrf": _csrf(request), "error": None})
+async def sign_in_form(request: Request, settings: SettingsDep) -> Response:
+    return _sign_in_page(request, settings, None)
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
-async def sign_in(request: Request, pool: DbDep, api_key: Annotated[str, Form()],
-                  csrf: Annotated[str, Form()]) -> Response:
-    error = None
-    if not _csrf_ok(request, csrf):
-        error = "The form expired; try again."
-    else:
-        try:
-            await principal_for(pool, api_key.strip(), PAGE_ROLES)
-        except KeyRefused as refused:
-            error = refused.message
-    if error:
-        return templates.TemplateResponse(request, "review_sign_in.html", {"csrf": _csrf(request), "error": error},
-                                          status_code=401)
-    request.session.clear()
-    request.session["api_key"] = api_key.strip()
-    return _see_other("/review")
+async def sign_in(request: Request, pool: DbDep, settings: SettingsDep, api_key: Annotated[str, Form(max_length=256)],
+                  csrf: Annotated[str, Form(max_length=_MAX_CSRF)]) -> Response:
+    if not _csrf_matches(request.cookies.get(_SIGN_IN_CSRF), csrf):
+        return _sign_in_page(request, settings, "The form expired; try again.", 401)
+    try:
+        principal = await principal_for(pool, api_key.strip(), PAGE_ROLES)
+    except KeyRefused as refused:
+        return _sign_in_page(request, settings, refused.message, 401)
+    previous = await review_session(request, pool)
+    async with pool.connection() as conn, conn.transaction():  # no session without its audit row
+        if previous is not None:  # signing in again ends the session this browser had
+            await sessions.revoke(conn, previous.session_hash)
+        raw, session = await sessions.create(conn, principal.key_id, settings.review_session_max_age_s)
+        await record_audit(conn, principal, "review.sign_in", f"review_sessions/{session.session_hash[:12]}",
+                           details={"expires_at": session.expires_at.isoformat()})
+        await sessions.delete_ended(conn)
+    response = _see_other("/review")
+    set_session_cookie(response, raw, request, settings)
+    response.delete_cookie(_SIGN_IN_CSRF, path="/review")
+    return response
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, csrf: Annotated[str, Form()]) -> Response:
-    if _csrf_ok(request, csrf):
-        request.session.clear()
-    return _see_other("/review/sign-in")
+async def sign_out(request: Request, pool: DbDep, settings: SettingsDep,
+                   csrf: Annotated[str, Form(max_length=_MAX_CSRF)]) -> Response:
+    session = await review_session(request, pool)
+    response = _see_other("/review/sign-in")
+    if session is None:
+        clear_session_cookie(response, request, settings)
+        return response
+    if not _csrf_matches(session.csrf_token, csrf):
+        return _see_other("/review")
+    principal = await session_principal(request, pool, PAGE_ROLES)
+    async with pool.connection() as conn, conn.transaction():
+        if await sessions.revoke(conn, session.session_hash):
+            await record_audit(conn, principal, "review.sign_out", f"review_sessions/{session.session_hash[:12]}")
+    clear_session_cookie(response, request, settings)
+    return response
 
 
 @router.get("", response_class=HTMLResponse)
 async def review_page(request: Request, pool: DbDep, queue: ReviewQueueDep) -> Response:
-    principal = await session_principal(request, pool, PAGE_ROLES)
-    if principal is None:
+    signed_in = await _signed_in(request, pool)
+    if signed_in is None:
         return _see_other("/review/sign-in")
+    principal, page = signed_in
     # `/review?site_id=plant-a` (or camera_id, batch_id, reason) narrows this session's queue; the
     # scope stays until another is given (`/review?scope=all` clears it).
     params = request.query_params
     if "scope" in params or any(f in params for f in SCOPE_FIELDS):
-        request.session["scope"] = {f: params[f] for f in SCOPE_FIELDS if params.get(f)}
+        page.state["scope"] = {f: params[f][:128] for f in SCOPE_FIELDS if params.get(f)}
     task = view = None
-    current = request.session.get("current") or await queue.claimed_elsewhere(principal)
+    current = page.state.get("current") or await queue.claimed_elsewhere(principal)
     if current:
         view = await queue.held_by(current, principal)
-        if view is None:
-            request.session.pop("current", None)
+        row = await queue.get(current) if view is not None else None
+        if row is None or not principal.allows(row["site_id"], row["camera_id"]):
+            page.state.pop("current", None)
+            view = None
         else:
-            request.session["current"] = current
-            task = await queue.get(current)
+            page.state["current"] = current
+            task = row
     now = datetime.now(UTC)
+    flash = page.state.pop("flash", None)
+    await page.save(pool)
     context = {
         "principal": principal,
-        "csrf": _csrf(request),
-        "flash": request.session.pop("flash", None),
+        "csrf": page.csrf,
+        "flash": flash,
         "task": task,
         "view": view,
         "unusable": UNUSABLE,
         "priority_name": PRIORITIES[task["priority"]] if task else None,
-        "scope": request.session.get("scope") or {},
+        "scope": page.state.get("scope") or {},
         "sla_left": _seconds_until(view.sla_due_at, now) if view else None,
         "lease_left": _seconds_until(view.claim_expires_at, now) if view else None,
     }
@@ -139,48 +206,59 @@ def _seconds_until(moment: str | None, now: datetime) -> float | None:
     return (datetime.fromisoformat(moment) - now).total_seconds() if moment else None
 
 
-async def _claim_next(request: Request, queue: ReviewQueue, principal: Principal) -> None:
-    skipped = request.session.get("skipped", [])
-    view = await queue.claim_next(principal, skip=skipped, scope=request.session.get("scope"))
-    if view is None:
-        request.session.pop("current", None)
-        _flash(request, "The queue is empty for you right now.")
+async def _claim_next(page: PageState, queue: ReviewQueue, principal: Principal) -> None:
+    try:
+        view = await queue.claim_next(principal, skip=page.state.get("skipped", []), scope=page.state.get("scope"))
+    except ReviewRefused as refused:
+        page.state.pop("current", None)
+        page.flash(refused.message, "error")
         return
-    request.session["current"] = view.review_id
+    if view is None:
+        page.state.pop("current", None)
+        page.flash("The queue is empty for you right now.")
+        return
+    page.state["current"] = view.review_id
     await queue.audit(principal, "review.claim", view.review_id, {"via": "page", "outcome": "claimed"})
 
 
 @router.post("/next")
-async def next_task(request: Request, pool: DbDep, queue: ReviewQueueDep, csrf: Annotated[str, Form()]) -> Response:
+async def next_task(request: Request, pool: DbDep, queue: ReviewQueueDep,
+                    csrf: Annotated[str, Form(max_length=_MAX_CSRF)]) -> Response:
     """Skip the task in hand (released back to the queue) and claim the next one."""
-    principal = await _form_principal(request, pool, csrf)
-    if isinstance(principal, RedirectResponse):
-        return principal
-    current = request.session.get("current")
+    signed_in = await _form_session(request, pool, csrf)
+    if isinstance(signed_in, RedirectResponse):
+        return signed_in
+    principal, page = signed_in
+    current = page.state.get("current")
     if current:
         with contextlib.suppress(ReviewRefused):  # the claim had lapsed already
             await queue.audited(principal, "review.release", current, {"via": "page"},
                                 queue.release(current, principal))
-        request.session["skipped"] = [current, *request.session.get("skipped", [])][:_SKIP_MEMORY]
-    await _claim_next(request, queue, principal)
+        page.state["skipped"] = [current, *page.state.get("skipped", [])][:_SKIP_MEMORY]
+    await _claim_next(page, queue, principal)
+    await page.save(pool)
     return _see_other("/review")
 
 
 @router.post("/decision")
-async def decide(request: Request, pool: DbDep, queue: ReviewQueueDep, review_id: Annotated[str, Form()],
-                 label: Annotated[str, Form()], csrf: Annotated[str, Form()],
-                 note: Annotated[str, Form()] = "") -> Response:
-    principal = await _form_principal(request, pool, csrf)
-    if isinstance(principal, RedirectResponse):
-        return principal
+async def decide(request: Request, pool: DbDep, queue: ReviewQueueDep,
+                 review_id: Annotated[str, Form(max_length=512)], label: Annotated[str, Form(max_length=128)],
+                 csrf: Annotated[str, Form(max_length=_MAX_CSRF)],
+                 note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    signed_in = await _form_session(request, pool, csrf)
+    if isinstance(signed_in, RedirectResponse):
+        return signed_in
+    principal, page = signed_in
     try:
         view = await queue.audited(principal, "review.decision", review_id,
                                    {"via": "page", "label": label, "note": note or None},
                                    queue.decide(review_id, principal, label, note or None))
     except ReviewRefused as refused:
-        _flash(request, f"Not saved: {refused.message}", "error")
+        page.flash(f"Not saved: {refused.message}", "error")
+        await page.save(pool)
         return _see_other("/review")
     observe_decision(view)
-    _flash(request, f"Saved {label!r} for {review_id}.")
-    await _claim_next(request, queue, principal)
+    page.flash(f"Saved {label!r} for {review_id}.")
+    await _claim_next(page, queue, principal)
+    await page.save(pool)
     return _see_other("/review")

@@ -6,22 +6,23 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from workflows.batch_types import ID_PATTERN
+from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
 
 
 class StoredFrame(BaseModel):
-    object_key: str = Field(description="key of an object already in the store", examples=["uploads/line-1/0001.jpg"])
-    filename: str = ""
+    object_key: str = Field(max_length=512, description="key of an object you uploaded: under uploads/<your key id>/",
+                            examples=["uploads/3f9a2c1d4b5e/0001.jpg"])
+    filename: str = Field("", max_length=255)
 
 
 class BatchFromStore(BaseModel):
     """A batch of frames the caller already put in the object store."""
 
-    camera_id: str = Field(pattern=ID_PATTERN, examples=["line-1"])
-    site_id: str = Field("default", pattern=ID_PATTERN, examples=["plant-a"])
-    idempotency_key: str | None = Field(None, pattern=ID_PATTERN, examples=["shift-42-batch-7"])
-    webhook_url: str | None = Field(None, examples=["https://alerts.example.com/sightline"])
-    frames: list[StoredFrame] = Field(min_length=1)
+    camera_id: str = Field(pattern=NAME_PATTERN, examples=["line-1"])
+    site_id: str = Field("default", pattern=NAME_PATTERN, examples=["plant-a"])
+    idempotency_key: str | None = Field(None, pattern=KEY_PATTERN, examples=["shift-42-batch-7"])
+    webhook_url: str | None = Field(None, max_length=2048, examples=["https://alerts.example.com/sightline"])
+    frames: list[StoredFrame] = Field(min_length=1, max_length=1024)
 
     model_config = {
         "json_schema_extra": {
@@ -30,7 +31,8 @@ class BatchFromStore(BaseModel):
                     "camera_id": "line-1",
                     "site_id": "plant-a",
                     "idempotency_key": "shift-42-batch-7",
-                    "frames": [{"object_key": "uploads/line-1/0001.jpg"}, {"object_key": "uploads/line-1/0002.jpg"}],
+                    "frames": [{"object_key": "uploads/3f9a2c1d4b5e/0001.jpg"},
+                               {"object_key": "uploads/3f9a2c1d4b5e/0002.jpg"}],
                 }
             ]
         }
@@ -43,6 +45,8 @@ class Prediction(BaseModel):
     confidence: float
     probabilities: dict[str, float] = {}
     quality: dict[str, float] = {}
+    novelty: float | None = Field(None, description="distance from the model's training data")
+    unfamiliar: bool = Field(False, description="past the novelty threshold calibrated at training time")
     created_at: datetime | None = None
 
 
@@ -75,7 +79,9 @@ class BatchSummary(BaseModel):
     review_corrections: int = Field(0, description="decisions where the reviewer changed the model's label")
     reviews_escalated: int = 0
     defect_count: int = 0
+    unfamiliar_count: int = Field(0, description="frames unlike anything the model was trained on, sent to review")
     label_counts: dict[str, int] = Field({}, description="classified frames by label")
+    failure_reason: str | None = Field(None, description="why a failed batch failed")
     model_version: str | None = None
     created_at: datetime
     started_at: datetime | None = None
@@ -104,18 +110,19 @@ class BatchAccepted(BaseModel):
     status: str
     frame_count: int
     created: bool = Field(description="false when the idempotency key named an existing batch")
+    rerun: bool = Field(False, description="the idempotency key named a failed batch, which runs again")
     temporal_ui_url: str
 
     model_config = {
         "json_schema_extra": {
             "examples": [
                 {
-                    "batch_id": "batch-line-1-shift-42",
-                    "workflow_id": "batch-line-1-shift-42",
+                    "batch_id": "batch:line-1:shift-42",
+                    "workflow_id": "batch:line-1:shift-42",
                     "status": "received",
                     "frame_count": 32,
                     "created": True,
-                    "temporal_ui_url": "http://127.0.0.1:8233/namespaces/default/workflows/batch-line-1-shift-42",
+                    "temporal_ui_url": "http://127.0.0.1:8233/namespaces/default/workflows/batch:line-1:shift-42",
                 }
             ]
         }
@@ -134,8 +141,35 @@ class FrameDetail(BaseModel):
     height: int | None = None
     predictions: list[Prediction] = Field(description="every model version's prediction, newest first")
     routes: list[str] = []
-    image_url: str = Field(description="a time-limited URL of the image")
-    image_url_expires_at: datetime
+    image_url: str | None = Field(None, description="a time-limited URL of the image; none for a rejected frame")
+    image_url_expires_at: datetime | None = None
+
+
+class CameraSummary(BaseModel):
+    """A camera's batches over a window: what ops watch for a camera whose world changed."""
+
+    camera_id: str
+    site_id: str
+    batches: int
+    frames: int
+    classified: int
+    rejected: int
+    unfamiliar: int = Field(description="frames unlike anything the model was trained on")
+    defects: int
+    sent_to_review: int
+    last_batch_at: datetime
+
+
+class CameraList(BaseModel):
+    window_hours: float
+    cameras: list[CameraSummary]
+
+
+class Uploaded(BaseModel):
+    object_key: str = Field(description="name it in a JSON batch submission")
+    size_bytes: int
+    sha256: str
+    content_type: str
 
 
 class CameraFrameAccepted(BaseModel):

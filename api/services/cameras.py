@@ -9,13 +9,16 @@ from datetime import UTC, datetime
 from temporalio.client import Client
 
 from api.audit import record_audit
-from api.schemas.batches import CameraFrameAccepted
-from api.services.batches import batch_input
+from api.schemas.batches import CameraFrameAccepted, CameraList, CameraSummary
+from api.services.batches import UnregisteredWebhook, batch_input
 from api.submission import Upload
 from infra.db import DbPool
 from infra.settings import Settings
 from infra.store import ObjectStore, put_frame
+from infra.tables import batches
 from infra.tables.api_keys import Principal
+from infra.tables.batches import Scope
+from infra.tables.webhook_subscriptions import registered_webhook
 from workflows.camera_stream_types import (
     FRAME_SIGNAL,
     WORKFLOW_NAME,
@@ -23,6 +26,17 @@ from workflows.camera_stream_types import (
     CameraStreamInput,
     camera_workflow_id,
 )
+
+
+class CameraStats:
+    def __init__(self, pool: DbPool) -> None:
+        self.pool = pool
+
+    async def summary(self, caller: Principal, window_hours: float, site_id: str | None) -> CameraList:
+        async with self.pool.connection() as conn:
+            rows = await batches.per_camera(conn, window_hours, site_id,
+                                            within=Scope(tuple(caller.site_ids), tuple(caller.camera_ids)))
+        return CameraList(window_hours=window_hours, cameras=[CameraSummary(**row) for row in rows])
 
 
 class CameraStreams:
@@ -34,6 +48,10 @@ class CameraStreams:
 
     async def send(self, camera_id: str, site_id: str, webhook_url: str | None, upload: Upload,
                    caller: Principal) -> CameraFrameAccepted:
+        if webhook_url:
+            async with self.pool.connection() as conn:
+                if await registered_webhook(conn, webhook_url, site_id) is None:
+                    raise UnregisteredWebhook(site_id)
         key = await asyncio.to_thread(put_frame, self.store, upload.data, upload.content_type)
         workflow_id = camera_workflow_id(camera_id)
         # Every batch of this stream copies this template: the routing rules in force when it started.

@@ -13,7 +13,8 @@ from infra.db import DbPool
 from infra.secret_key import secret_key
 from infra.settings import Settings
 from infra.store import ObjectNotFoundError, ObjectStore
-from infra.tables import frame_routes, frames, predictions
+from infra.tables import batches, frame_routes, frames, predictions
+from infra.tables.api_keys import Principal
 
 
 class FrameNotFound(LookupError):
@@ -36,15 +37,18 @@ class FrameService:
         self.store = store
         self.settings = settings
 
-    async def detail(self, frame_id: str, base_url: str) -> FrameDetail:
+    async def detail(self, frame_id: str, base_url: str, caller: Principal) -> FrameDetail:
         async with self.pool.connection() as conn:
             frame = await frames.get(conn, frame_id)
-            if frame is None:
+            batch = await batches.get(conn, frame["batch_id"]) if frame else None
+            # Out of the caller's scope reads as absent: a key of one site learns nothing of another's.
+            if frame is None or batch is None or caller.scope_refusal(batch["site_id"], batch["camera_id"]):
                 raise FrameNotFound(f"no frame {frame_id!r}")
             history = [Prediction(**row) for row in await predictions.of_frame(conn, frame_id)]
             routes = await frame_routes.of_frame(conn, frame_id)
-        url, expires = await asyncio.to_thread(image_url, self.store, secret_key(self.settings), base_url, frame_id,
-                                               frame["object_key"], self.settings.image_url_ttl_s)
+        if frame["status"] == "rejected":  # not an image we accepted: no URL to its bytes
+            return FrameDetail(**frame, predictions=history, routes=routes)
+        url, expires = image_url(secret_key(self.settings), base_url, frame_id, self.settings.image_url_ttl_s)
         return FrameDetail(**frame, predictions=history, routes=routes, image_url=url,
                            image_url_expires_at=datetime.fromtimestamp(expires, UTC))
 
@@ -54,8 +58,8 @@ class FrameService:
             raise ImageRefused(refused)
         async with self.pool.connection() as conn:
             frame = await frames.get(conn, frame_id)
-        if frame is None:
-            raise FrameNotFound(f"no frame {frame_id!r}")
+        if frame is None or frame["status"] == "rejected":
+            raise FrameNotFound(f"no image of frame {frame_id!r}")
         try:
             data = await asyncio.to_thread(self.store.get, frame["object_key"])
         except ObjectNotFoundError:

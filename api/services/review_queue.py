@@ -3,13 +3,19 @@ claim / decide / release through the task's workflow, which is the authority.
 
 "Next task" must never hand two reviewers the same task: a candidate is taken from the projection
 with FOR UPDATE SKIP LOCKED and reserved for a few seconds (so a concurrent request skips it), then
-confirmed through the workflow's claim Update; a refused claim moves on to the next candidate.
+confirmed through the workflow's claim Update; a refused claim moves on to the next candidate. The
+whole search is bounded in time (`review_next_timeout_s`): past it the caller is told to retry.
+
+Every action checks the caller's key scope against the task's site and camera, leases are capped
+(`review_max_lease_seconds`) and a reviewer holds at most `review_max_claims_per_reviewer` claims.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.audit import record_audit
 from infra.db import DbPool, Row
+from infra.settings import Settings
 from infra.tables import review_tasks
 from infra.tables.api_keys import Principal
 from infra.tables.review_tasks import QueueFilters
@@ -48,17 +55,45 @@ class ReviewRefused(Exception):
 
 
 class ReviewQueue:
-    def __init__(self, pool: DbPool, temporal: Client) -> None:
+    def __init__(self, pool: DbPool, temporal: Client, settings: Settings) -> None:
         self.pool = pool
         self.temporal = temporal
+        self.settings = settings
 
-    async def listing(self, filters: QueueFilters) -> list[Row]:
+    async def listing(self, filters: QueueFilters, principal: Principal | None = None) -> list[Row]:
+        """The queue as this principal may see it: only tasks within its key's scope."""
+        if principal is not None:
+            filters = replace(filters, allowed_sites=principal.site_ids, allowed_cameras=principal.camera_ids)
         async with self.pool.connection() as conn:
             return await review_tasks.listing(conn, filters)
 
     async def get(self, review_id: str) -> Row | None:
         async with self.pool.connection() as conn:
             return await review_tasks.get(conn, review_id)
+
+    async def visible(self, review_id: str, principal: Principal) -> Row | None:
+        """The task's row when it exists (None otherwise); ReviewRefused(OUT_OF_SCOPE) when the key's
+        scope does not cover its site and camera."""
+        row = await self.get(review_id)
+        if row is not None:
+            self._check_scope(row, principal)
+        return row
+
+    @staticmethod
+    def _check_scope(row: Row, principal: Principal) -> None:
+        refusal = principal.scope_refusal(row["site_id"], row["camera_id"])
+        if refusal:
+            raise ReviewRefused(ReviewRefusal.OUT_OF_SCOPE, refusal)
+
+    async def _check_action(self, review_id: str, principal: Principal) -> None:
+        """A scoped key acts only on tasks the projection shows within its scope (a task not listed yet
+        cannot be shown to be inside it)."""
+        if not principal.scoped:
+            return
+        row = await self.get(review_id)
+        if row is None:
+            raise ReviewRefused(ReviewRefusal.OUT_OF_SCOPE, f"task {review_id} is not listed within your key's scope")
+        self._check_scope(row, principal)
 
     async def audit(self, principal: Principal, action: str, review_id: str, details: Mapping[str, Any]) -> None:
         """Every reviewer action is on the record, refused ones included."""
@@ -78,14 +113,16 @@ class ReviewQueue:
         await self.audit(principal, action, review_id, {**details, "outcome": view.status})
         return view
 
-    async def _update(self, review_id: str, update: Any, arg: object) -> ReviewTaskView:
+    async def _update(self, review_id: str, update: Any, arg: object,
+                      timeout_s: float = UPDATE_TIMEOUT_SECONDS) -> ReviewTaskView:
         handle = self.temporal.get_workflow_handle(review_id)
+        timeout_s = min(timeout_s, UPDATE_TIMEOUT_SECONDS)
         try:
-            view: ReviewTaskView = await handle.execute_update(
-                update, arg, rpc_timeout=timedelta(seconds=UPDATE_TIMEOUT_SECONDS))
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            view: ReviewTaskView = await asyncio.wait_for(
+                handle.execute_update(update, arg, rpc_timeout=timedelta(seconds=timeout_s)), timeout_s + 1)
+        except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError):
             raise ReviewRefused(ReviewRefusal.UNAVAILABLE, f"task {review_id} did not answer within "
-                                f"{UPDATE_TIMEOUT_SECONDS:.0f}s; try again") from None
+                                f"{timeout_s:g}s; try again") from None
         except (WorkflowUpdateFailedError, RPCError) as exc:
             raise await self._refusal(review_id, exc) from None
         return view
@@ -101,15 +138,35 @@ class ReviewQueue:
             return ReviewRefused(ReviewRefusal.NOT_FOUND, f"no review task {review_id!r}")
         raise exc
 
-    async def claim(self, review_id: str, principal: Principal, lease_seconds: float | None = None) -> ReviewTaskView:
+    def _check_lease(self, lease_seconds: float | None) -> None:
+        cap = self.settings.review_max_lease_seconds
+        if lease_seconds is not None and lease_seconds > cap:
+            raise ReviewRefused(ReviewRefusal.LEASE_TOO_LONG, f"lease_seconds may be at most {cap:.0f}")
+
+    async def _check_claim_limit(self, principal: Principal, review_id: str | None = None) -> None:
+        """At most `review_max_claims_per_reviewer` unexpired claims at once (renewing one held is fine)."""
+        limit = self.settings.review_max_claims_per_reviewer
+        async with self.pool.connection() as conn:
+            held = await review_tasks.claims_held(conn, principal.key_id, besides=review_id)
+        if held >= limit:
+            raise ReviewRefused(ReviewRefusal.CLAIM_LIMIT, f"you hold {held} claims, the most one reviewer may;"
+                                " decide or release one first")
+
+    async def claim(self, review_id: str, principal: Principal, lease_seconds: float | None = None,
+                    timeout_s: float = UPDATE_TIMEOUT_SECONDS) -> ReviewTaskView:
+        self._check_lease(lease_seconds)
+        await self._check_action(review_id, principal)
+        await self._check_claim_limit(principal, review_id)
         return await self._update(review_id, ReviewTaskWorkflow.claim,
-                                  ClaimRequest(principal.key_id, principal.name, lease_seconds))
+                                  ClaimRequest(principal.key_id, principal.name, lease_seconds), timeout_s)
 
     async def decide(self, review_id: str, principal: Principal, label: str, note: str | None = None) -> ReviewTaskView:
+        await self._check_action(review_id, principal)
         return await self._update(review_id, ReviewTaskWorkflow.decide,
                                   DecisionRequest(principal.key_id, label, principal.name, note))
 
     async def release(self, review_id: str, principal: Principal) -> ReviewTaskView:
+        await self._check_action(review_id, principal)
         view = await self._update(review_id, ReviewTaskWorkflow.release, ReleaseRequest(principal.key_id))
         async with self.pool.connection() as conn:  # let the next picker have it at once
             await review_tasks.release_reservation(conn, review_id, principal.key_id)
@@ -132,16 +189,27 @@ class ReviewQueue:
     async def claim_next(self, principal: Principal, skip: Sequence[str] = (), lease_seconds: float | None = None,
                          scope: Mapping[str, str] | None = None) -> ReviewTaskView | None:
         """Claim the most urgent task this reviewer may take, within an optional scope (camera, site,
-        batch, reason); None when the queue has none for them."""
+        batch, reason) and their key's scope; None when the queue has none for them. ReviewRefused
+        (UNAVAILABLE) when no candidate could be claimed within `review_next_timeout_s`."""
+        self._check_lease(lease_seconds)
+        await self._check_claim_limit(principal)
+        deadline = time.monotonic() + self.settings.review_next_timeout_s
         tried = list(skip)
         for _ in range(MAX_CANDIDATES):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             async with self.pool.connection() as conn:
-                review_id = await review_tasks.reserve_next(conn, principal.key_id, hold_seconds=RESERVATION_SECONDS,
-                                                            skip=tried, scope=scope or {})
+                review_id = await review_tasks.reserve_next(
+                    conn, principal.key_id, hold_seconds=RESERVATION_SECONDS, skip=tried, scope=scope or {},
+                    allowed_sites=principal.site_ids, allowed_cameras=principal.camera_ids)
             if review_id is None:
                 return None
             try:
-                return await self.claim(review_id, principal, lease_seconds)
-            except ReviewRefused:
-                tried.append(review_id)  # someone else got there first, or it just closed: next one
-        return None
+                return await self.claim(review_id, principal, lease_seconds, timeout_s=max(left, 0.5))
+            except ReviewRefused as refused:
+                if refused.kind == ReviewRefusal.CLAIM_LIMIT:
+                    raise
+                tried.append(review_id)  # someone else got there first, it just closed, or it hung: next one
+        raise ReviewRefused(ReviewRefusal.UNAVAILABLE, f"no task could be claimed within "
+                            f"{self.settings.review_next_timeout_s:g}s; try again")

@@ -7,27 +7,54 @@ a retried write leaves the same numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from infra.db import DbConnection, Row
 
 
-async def insert_received(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: str,
-                          idempotency_key: str, frame_count: int, webhook_url: str | None) -> Row | None:
-    """The new row, or None when a row with this id exists already (a resubmission)."""
+async def admit(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: str, idempotency_key: str,
+                frame_count: int, webhook_url: str | None, fingerprint: str, max_in_flight: int) -> Row | None:
+    """Record a new batch as 'received' unless its site already has `max_in_flight` batches received
+    or running. The row comes back with `created` true; a batch of this id that exists already comes
+    back as it is with `created` false (its frames and status untouched); None means admission refused
+    a new batch. One statement, so a site's count and the insert cannot race apart by much."""
     cur = await conn.execute(
         """
-        INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count, webhook_url)
-        VALUES (%s, %s, %s, %s, 'received', %s, %s)
-        ON CONFLICT (batch_id) DO NOTHING RETURNING *
+        INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count, webhook_url,
+                             request_fingerprint)
+        SELECT %(batch)s, %(camera)s, %(site)s, %(key)s, 'received', %(frames)s, %(webhook)s, %(fingerprint)s
+         WHERE (SELECT count(*) FROM batches WHERE site_id = %(site)s AND status IN ('received', 'running'))
+               < %(limit)s
+        ON CONFLICT (batch_id) DO UPDATE SET batch_id = batches.batch_id  -- no change: returns the row
+        RETURNING *, (xmax = 0) AS created
         """,
-        (batch_id, camera_id, site_id, idempotency_key, frame_count, webhook_url),
+        {"batch": batch_id, "camera": camera_id, "site": site_id, "key": idempotency_key, "frames": frame_count,
+         "webhook": webhook_url, "fingerprint": fingerprint, "limit": max_in_flight},
     )
     return await cur.fetchone()
 
 
+async def reopen_failed(conn: DbConnection, batch_id: str) -> Row | None:
+    """A failed batch back to 'received' for another run (its frames, and any predictions an earlier
+    run recorded, stay: the next run upserts over them). None unless it had failed."""
+    cur = await conn.execute(
+        "UPDATE batches SET status = 'received', failure_reason = NULL, completed_at = NULL, updated_at = now()"
+        " WHERE batch_id = %s AND status = 'failed' RETURNING *, false AS created",
+        (batch_id,),
+    )
+    return await cur.fetchone()
+
+
+async def in_flight(conn: DbConnection, site_id: str) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM batches WHERE site_id = %s AND status IN ('received', 'running')", (site_id,))
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def record_running(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: str, frame_count: int,
-                         run_id: str) -> None:
+                         run_id: str | None) -> None:
     """The workflow started: 'running', with its run id. Creates the row for batches that did not come
     through the API (a camera stream's)."""
     await conn.execute(
@@ -43,11 +70,22 @@ async def record_running(conn: DbConnection, *, batch_id: str, camera_id: str, s
     )
 
 
-async def complete(conn: DbConnection, *, batch_id: str, status: str, model_version: str | None) -> None:
-    """Close the batch with its totals, derived from its frames, routes and predictions."""
+async def mark_running(conn: DbConnection, batch_id: str, run_id: str | None) -> None:
+    """The first classification of a batch the API recorded: 'received' becomes 'running'."""
+    await conn.execute(
+        "UPDATE batches SET status = 'running', run_id = %s, started_at = coalesce(started_at, now()),"
+        " updated_at = now() WHERE batch_id = %s AND status = 'received'",
+        (run_id, batch_id),
+    )
+
+
+async def complete(conn: DbConnection, *, batch_id: str, status: str, model_version: str | None,
+                   failure: str | None = None) -> None:
+    """Close the batch ('completed' or 'failed', with the reason) with its totals, derived from its
+    frames, routes and predictions."""
     await conn.execute(
         """
-        UPDATE batches b SET status = %(status)s, model_version = %(model)s,
+        UPDATE batches b SET status = %(status)s, model_version = %(model)s, failure_reason = %(failure)s,
                completed_at = coalesce(b.completed_at, now()), updated_at = now(),
                accepted_count = (SELECT count(*) FROM frames f WHERE f.batch_id = b.batch_id AND f.status = 'accepted'),
                rejected_count = (SELECT count(*) FROM frames f WHERE f.batch_id = b.batch_id AND f.status = 'rejected'),
@@ -55,6 +93,9 @@ async def complete(conn: DbConnection, *, batch_id: str, status: str, model_vers
                                   WHERE f.batch_id = b.batch_id AND r.route = 'review'),
                defect_count = (SELECT count(*) FROM frame_routes r JOIN frames f USING (frame_id)
                                 WHERE f.batch_id = b.batch_id AND r.route = 'alert'),
+               unfamiliar_count = (SELECT count(*) FROM predictions p JOIN frames f USING (frame_id)
+                                    WHERE f.batch_id = b.batch_id AND p.model_version = %(model)s
+                                      AND p.unfamiliar),
                label_counts = coalesce((SELECT jsonb_object_agg(label, n) FROM (
                                   SELECT p.label, count(*) AS n FROM predictions p JOIN frames f USING (frame_id)
                                    WHERE f.batch_id = b.batch_id AND p.model_version = %(model)s
@@ -62,7 +103,7 @@ async def complete(conn: DbConnection, *, batch_id: str, status: str, model_vers
                                    GROUP BY p.label) counts), '{}'::jsonb)
          WHERE batch_id = %(batch)s
         """,
-        {"status": status, "model": model_version, "batch": batch_id},
+        {"status": status, "model": model_version, "batch": batch_id, "failure": failure},
     )
 
 
@@ -89,6 +130,47 @@ async def lock_for_recount(conn: DbConnection, batch_id: str) -> None:
     await conn.execute("SELECT 1 FROM batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
 
 
+async def per_camera(conn: DbConnection, window_hours: float, site_id: str | None = None,
+                     within: Scope | None = None) -> list[Row]:
+    """Each camera's batches created within the window, with their frame totals, busiest first."""
+    where, params = _scoped(within)
+    where.append("created_at >= now() - make_interval(secs => %s)")
+    params.append(window_hours * 3600)
+    if site_id is not None:
+        where.append("site_id = %s")
+        params.append(site_id)
+    cur = await conn.execute(
+        "SELECT camera_id, site_id, count(*) AS batches, sum(frame_count) AS frames,"
+        "       sum(accepted_count) AS classified, sum(rejected_count) AS rejected,"
+        "       sum(unfamiliar_count) AS unfamiliar, sum(defect_count) AS defects,"
+        "       sum(sent_to_review) AS sent_to_review, max(created_at) AS last_batch_at"
+        "  FROM batches WHERE " + " AND ".join(where)
+        + " GROUP BY camera_id, site_id ORDER BY sum(frame_count) DESC, camera_id",
+        params,
+    )
+    return await cur.fetchall()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The sites and cameras a scoped API key may see; an empty tuple is no limit on that dimension."""
+
+    site_ids: tuple[str, ...] = ()
+    camera_ids: tuple[str, ...] = ()
+
+
+def _scoped(within: Scope | None) -> tuple[list[str], list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    if within and within.site_ids:
+        where.append("site_id = ANY(%s)")
+        params.append(list(within.site_ids))
+    if within and within.camera_ids:
+        where.append("camera_id = ANY(%s)")
+        params.append(list(within.camera_ids))
+    return where, params
+
+
 async def get(conn: DbConnection, batch_id: str) -> Row | None:
     cur = await conn.execute("SELECT * FROM batches WHERE batch_id = %s", (batch_id,))
     return await cur.fetchone()
@@ -97,10 +179,10 @@ async def get(conn: DbConnection, batch_id: str) -> Row | None:
 async def page(conn: DbConnection, *, camera_id: str | None = None, site_id: str | None = None,
                status: str | None = None, created_after: datetime | None = None,
                created_before: datetime | None = None, before: tuple[str, str] | None = None,
-               limit: int = 50) -> list[Row]:
-    """Newest first; `before` is the (created_at, batch_id) of the last row of the previous page."""
-    where: list[str] = []
-    params: list[object] = []
+               limit: int = 50, within: Scope | None = None) -> list[Row]:
+    """Newest first; `before` is the (created_at, batch_id) of the last row of the previous page;
+    `within` keeps to the sites and cameras a scoped key may see."""
+    where, params = _scoped(within)
     for column, value in (("camera_id", camera_id), ("site_id", site_id), ("status", status)):
         if value is not None:
             where.append(f"{column} = %s")

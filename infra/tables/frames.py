@@ -17,6 +17,7 @@ class NewFrame:
     filename: str
     content_type: str
     size_bytes: int
+    sha256: str = ""  # known for uploads (their key is their digest); filled by decoding otherwise
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,21 @@ class Validation:
 
 
 async def insert(conn: DbConnection, batch_id: str, frames: Sequence[NewFrame]) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """
-            INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes)
-            VALUES (%s, %s, %s, %s, '', %s, %s, %s)
-            ON CONFLICT (frame_id) DO NOTHING
-            """,
-            [(f.frame_id, batch_id, f.position, f.object_key, f.filename, f.content_type, f.size_bytes)
-             for f in frames],
-        )
+    """Record a batch's frames (one statement whatever their number); frames it has already are kept.
+    Nothing is written unless the batch row exists, so it can follow an admission that refused."""
+    await conn.execute(
+        """
+        INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes)
+        SELECT f.frame_id, %s, f.position, f.object_key, f.sha256, f.filename, f.content_type, f.size_bytes
+          FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])
+               AS f(frame_id, position, object_key, sha256, filename, content_type, size_bytes)
+         WHERE EXISTS (SELECT 1 FROM batches WHERE batch_id = %s)
+        ON CONFLICT (frame_id) DO NOTHING
+        """,
+        (batch_id, [f.frame_id for f in frames], [f.position for f in frames], [f.object_key for f in frames],
+         [f.sha256 for f in frames], [f.filename for f in frames], [f.content_type for f in frames],
+         [f.size_bytes for f in frames], batch_id),
+    )
 
 
 async def in_positions(conn: DbConnection, batch_id: str, start: int, end: int) -> list[Row]:
@@ -60,7 +66,7 @@ async def record_validation(conn: DbConnection, outcomes: Sequence[Validation]) 
         await cur.executemany(
             """
             UPDATE frames SET status = %s, reject_reason = %s, width = %s, height = %s, image_format = %s,
-                              sha256 = %s, updated_at = now()
+                              sha256 = coalesce(nullif(%s, ''), sha256), updated_at = now()
              WHERE frame_id = %s
             """,
             [("accepted" if o.accepted else "rejected", o.reason, o.width, o.height, o.image_format, o.sha256,
@@ -90,6 +96,7 @@ async def with_latest_prediction(conn: DbConnection, batch_id: str, after_positi
         """
         SELECT f.*, p.model_version AS p_model_version, p.label AS p_label, p.confidence AS p_confidence,
                p.probabilities AS p_probabilities, p.quality AS p_quality, p.created_at AS p_created_at,
+               p.novelty AS p_novelty, p.unfamiliar AS p_unfamiliar,
                coalesce((SELECT array_agg(r.route || ':' || r.reason ORDER BY r.route, r.reason)
                            FROM frame_routes r WHERE r.frame_id = f.frame_id), '{}') AS routes
           FROM frames f

@@ -11,11 +11,13 @@ from psycopg.types.json import Jsonb
 from infra.db import DbConnection, Row
 
 _UPSERT = """
-INSERT INTO predictions (frame_id, model_version, label, confidence, probabilities, quality, timings)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO predictions (frame_id, model_version, label, confidence, probabilities, quality, timings, novelty,
+                         unfamiliar)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (frame_id, model_version) DO UPDATE
    SET label = EXCLUDED.label, confidence = EXCLUDED.confidence, probabilities = EXCLUDED.probabilities,
-       quality = EXCLUDED.quality, timings = EXCLUDED.timings
+       quality = EXCLUDED.quality, timings = EXCLUDED.timings, novelty = EXCLUDED.novelty,
+       unfamiliar = EXCLUDED.unfamiliar
 """
 
 
@@ -28,6 +30,8 @@ class NewPrediction:
     probabilities: dict[str, float]
     quality: dict[str, float]
     timings: dict[str, float]
+    novelty: float | None = None
+    unfamiliar: bool = False
 
 
 async def upsert(conn: DbConnection, predictions: Sequence[NewPrediction]) -> None:
@@ -35,7 +39,7 @@ async def upsert(conn: DbConnection, predictions: Sequence[NewPrediction]) -> No
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(_UPSERT, [
             (p.frame_id, p.model_version, p.label, p.confidence, Jsonb(p.probabilities), Jsonb(p.quality),
-             Jsonb(p.timings))
+             Jsonb(p.timings), p.novelty, p.unfamiliar)
             for p in predictions
         ])
 
@@ -43,8 +47,37 @@ async def upsert(conn: DbConnection, predictions: Sequence[NewPrediction]) -> No
 async def of_frame(conn: DbConnection, frame_id: str) -> list[Row]:
     """Every version's prediction of the frame, newest first."""
     cur = await conn.execute(
-        "SELECT model_version, label, confidence, probabilities, quality, created_at FROM predictions"
+        "SELECT model_version, label, confidence, probabilities, quality, novelty, unfamiliar, created_at"
+        " FROM predictions"
         " WHERE frame_id = %s ORDER BY created_at DESC",
         (frame_id,),
     )
     return await cur.fetchall()
+
+
+# ---- reads for drift checks (issue 10) ----
+
+async def recent_of_site(conn: DbConnection, site_id: str, model_version: str, limit: int) -> list[Row]:
+    """The site's last `limit` frames that `model_version` classified, newest first: their quality
+    features, label, confidence, novelty and whether they were unfamiliar, and when they arrived."""
+    cur = await conn.execute(
+        """
+        SELECT p.frame_id, p.label, p.confidence, p.quality, p.novelty, p.unfamiliar, b.created_at AS arrived_at
+          FROM batches b
+          JOIN frames f ON f.batch_id = b.batch_id
+          JOIN predictions p ON p.frame_id = f.frame_id AND p.model_version = %s
+         WHERE b.site_id = %s
+         ORDER BY b.created_at DESC, f.position DESC
+         LIMIT %s
+        """,
+        (model_version, site_id, limit),
+    )
+    return await cur.fetchall()
+
+
+async def active_sites(conn: DbConnection, within_hours: float) -> list[str]:
+    """Sites whose batches arrived within the last `within_hours` hours."""
+    cur = await conn.execute(
+        "SELECT DISTINCT site_id FROM batches WHERE created_at > now() - make_interval(secs => %s)"
+        " ORDER BY site_id", (within_hours * 3600,))
+    return [row["site_id"] for row in await cur.fetchall()]

@@ -47,6 +47,16 @@ class QueueFilters:
     escalated: bool | None = None
     limit: int = 50
     offset: int = 0
+    # The caller's key scope (empty: any): only tasks at these sites and cameras are listed.
+    allowed_sites: Sequence[str] = ()
+    allowed_cameras: Sequence[str] = ()
+
+
+def _key_scope(sites: Sequence[str], cameras: Sequence[str]) -> tuple[str, dict[str, list[str]]]:
+    """SQL conditions (to AND in) limiting tasks to a key's sites and cameras, and their parameters."""
+    sql = (" AND site_id = ANY (%(key_sites)s)" if sites else "") + (
+        " AND camera_id = ANY (%(key_cameras)s)" if cameras else "")
+    return sql, {"key_sites": list(sites), "key_cameras": list(cameras)}
 
 
 async def upsert_projection(conn: DbConnection, row: Mapping[str, Any]) -> bool:
@@ -67,34 +77,34 @@ async def get(conn: DbConnection, review_id: str) -> Row | None:
 async def listing(conn: DbConnection, filters: QueueFilters) -> list[Row]:
     """Pending first, then claimed, then decided; within each, highest priority, then oldest."""
     where: list[str] = []
-    params: list[object] = []
     status = filters.status or "open"
-    if status == "open":
-        where.append("status <> 'decided'")
-    else:
-        where.append("status = %s")
-        params.append(status)
+    params: dict[str, object] = {"status": status, "escalated": filters.escalated, "limit": filters.limit,
+                                 "offset": filters.offset}
+    where.append("status <> 'decided'" if status == "open" else "status = %(status)s")
     for column in SCOPE_FIELDS:
         value = getattr(filters, column)
         if value:
-            where.append(f"{column} = %s")
-            params.append(value)
+            where.append(f"{column} = %({column})s")
+            params[column] = value
     if filters.escalated is not None:
-        where.append("escalated = %s")
-        params.append(filters.escalated)
+        where.append("escalated = %(escalated)s")
+    key_scope, key_params = _key_scope(filters.allowed_sites, filters.allowed_cameras)
     sql = (
-        "SELECT * FROM review_tasks WHERE " + " AND ".join(where)
+        "SELECT * FROM review_tasks WHERE " + " AND ".join(where) + key_scope
         + " ORDER BY CASE status WHEN 'pending' THEN 0 WHEN 'claimed' THEN 1 ELSE 2 END,"
-        " priority DESC, created_at, review_id LIMIT %s OFFSET %s"
+        " priority DESC, created_at, review_id LIMIT %(limit)s OFFSET %(offset)s"
     )
-    cur = await conn.execute(sql, (*params, filters.limit, filters.offset))
+    cur = await conn.execute(sql, {**params, **key_params})
     return await cur.fetchall()
 
 
 async def reserve_next(conn: DbConnection, reviewer_id: str, *, hold_seconds: float, skip: Sequence[str],
-                       scope: Mapping[str, str]) -> str | None:
-    """Reserve the most urgent task this reviewer may take for `hold_seconds`; its id, or None."""
-    scoped = "".join(f" AND {field} = %({field})s" for field in SCOPE_FIELDS if scope.get(field))
+                       scope: Mapping[str, str], allowed_sites: Sequence[str] = (),
+                       allowed_cameras: Sequence[str] = ()) -> str | None:
+    """Reserve the most urgent task this reviewer may take for `hold_seconds`, within the asked scope and
+    the key's own (allowed sites and cameras; empty: any); its id, or None."""
+    key_scope, key_params = _key_scope(allowed_sites, allowed_cameras)
+    scoped = "".join(f" AND {field} = %({field})s" for field in SCOPE_FIELDS if scope.get(field)) + key_scope
     cur = await conn.execute(
         """
         UPDATE review_tasks SET reserved_by = %(me)s,
@@ -112,7 +122,7 @@ async def reserve_next(conn: DbConnection, reviewer_id: str, *, hold_seconds: fl
         RETURNING review_id
         """,
         {"me": reviewer_id, "hold": hold_seconds, "skip": list(skip),
-         **{field: scope.get(field) for field in SCOPE_FIELDS}},
+         **{field: scope.get(field) for field in SCOPE_FIELDS}, **key_params},
     )
     row = await cur.fetchone()
     return row["review_id"] if row else None
@@ -132,6 +142,18 @@ async def claimed_by(conn: DbConnection, reviewer_id: str) -> str | None:
     )
     row = await cur.fetchone()
     return row["review_id"] if row else None
+
+
+async def claims_held(conn: DbConnection, reviewer_id: str, *, besides: str | None = None) -> int:
+    """How many tasks this reviewer holds an unexpired claim on, not counting `besides`."""
+    cur = await conn.execute(
+        "SELECT count(*) AS held FROM review_tasks WHERE claimed_by = %s AND status = 'claimed'"
+        " AND claim_expires_at > now() AND review_id IS DISTINCT FROM %s",
+        (reviewer_id, besides),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["held"])
 
 
 async def open_counts(conn: DbConnection) -> Row:

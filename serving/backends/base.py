@@ -1,9 +1,11 @@
 """The backend interface and the factory that picks one.
 
 A backend is built from a verified artifact set (manifest + file bytes) and does one thing:
-`predict(uint8 NHWC pixels) -> float32 logits`. The model normalises in its own graph
-(vision.model.PixelInput); resizing and post-processing stay outside, in vision.processing, so every
-backend sees the same pixels and reports the same class order.
+`scores(uint8 NHWC pixels) -> (float32 logits, float32 novelty or None)`, one forward pass of a graph
+that normalises in itself (vision.model.PixelInput) and, for a version calibrated for novelty, scores
+how unfamiliar each frame is (vision.novelty). `predict` is the logits alone. Resizing and
+post-processing stay outside, in vision.processing, so every backend sees the same pixels and reports
+the same class order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vision.artifacts import ONNX, WEIGHTS, Manifest
+from vision.artifacts import NOVELTY, ONNX, WEIGHTS, Manifest
 
 BACKENDS = ("onnxruntime", "torch-cuda", "torch-cpu", "tensorrt")
 
@@ -21,15 +23,26 @@ class BackendUnavailable(RuntimeError):
     """This backend cannot run on this machine (no GPU, package missing); the message says why."""
 
 
+Scores = tuple[np.ndarray, np.ndarray | None]
+
+
 class Backend(Protocol):
     name: str
 
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
 
+    def scores(self, pixels: np.ndarray) -> Scores: ...
+
 
 def required_files(name: str) -> tuple[str, ...]:
     """Which artifact files a backend loads: only those are fetched and sha256-checked."""
     return (WEIGHTS,) if name.startswith("torch") else (ONNX,)
+
+
+def optional_files(name: str) -> tuple[str, ...]:
+    """Files a backend loads when the version has them: the torch graph is built here, so it needs the
+    novelty statistics the ONNX export carries inside."""
+    return (NOVELTY,) if name.startswith("torch") else ()
 
 
 def default_backend() -> str:
@@ -54,7 +67,8 @@ def make_backend(name: str, manifest: Manifest, files: dict[str, bytes], *, thre
     if name in ("torch-cuda", "torch-cpu"):
         from serving.backends.torch_backend import TorchBackend
 
-        return TorchBackend(manifest, files[WEIGHTS], device="cuda" if name == "torch-cuda" else "cpu", threads=threads)
+        return TorchBackend(manifest, files[WEIGHTS], device="cuda" if name == "torch-cuda" else "cpu", threads=threads,
+                            novelty=files.get(NOVELTY))
     if name == "tensorrt":
         from serving.backends.tensorrt import TensorRTBackend
 

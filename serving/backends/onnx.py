@@ -28,8 +28,17 @@ class OnnxRuntimeBackend:
         # Exports take uint8 NHWC and normalise in the graph; an export that takes float32 NCHW
         # (made before the normalisation moved into the graph) gets it done here instead.
         self.legacy_processing = processing if model_input.type == "tensor(float)" else None
+        # Exports of versions calibrated for novelty answer it as a second output.
+        self.has_novelty = len(self.session.get_outputs()) > 1
+
+    def _run(self, pixels: np.ndarray) -> list[np.ndarray]:
+        if self.legacy_processing is not None:
+            return self.session.run(None, {self.input_name: self.legacy_processing.normalize(pixels)})
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        if self.legacy_processing is not None:
-            return self.session.run(None, {self.input_name: self.legacy_processing.normalize(pixels)})[0]
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        return self._run(pixels)[0]
+
+    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self._run(pixels)
+        return outputs[0], outputs[1] if self.has_novelty else None

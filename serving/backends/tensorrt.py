@@ -61,25 +61,36 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         self.input_name = name
         self.output_name = network.get_output(0).name
+        # Versions calibrated for novelty export it as a second output.
+        self.novelty_name = network.get_output(1).name if network.num_outputs > 1 else None
         self.max_batch = max_batch
         self.torch = torch
         self.stream = torch.cuda.Stream()
 
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
+    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self.torch
         if self.legacy_processing is not None:
             pixels = self.legacy_processing.normalize(pixels)
         else:
             pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-        outs = []
+        logits, novelty = [], []
         for i in range(0, len(pixels), self.max_batch):
             x = torch.from_numpy(pixels[i : i + self.max_batch]).cuda()
             self.context.set_input_shape(self.input_name, tuple(x.shape))
-            out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-            out = torch.empty(out_shape, dtype=torch.float32, device="cuda")
             self.context.set_tensor_address(self.input_name, x.data_ptr())
-            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            outputs = {}
+            for name in (self.output_name, self.novelty_name):
+                if name is None:
+                    continue
+                out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                self.context.set_tensor_address(name, out.data_ptr())
+                outputs[name] = out
             self.context.execute_async_v3(self.stream.cuda_stream)
             self.stream.synchronize()
-            outs.append(out.cpu().numpy())
-        return np.concatenate(outs)
+            logits.append(outputs[self.output_name].cpu().numpy())
+            if self.novelty_name is not None:
+                novelty.append(outputs[self.novelty_name].cpu().numpy())
+        return np.concatenate(logits), np.concatenate(novelty) if novelty else None
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.scores(pixels)[0]

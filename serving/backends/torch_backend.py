@@ -8,10 +8,12 @@ import torch
 from serving.backends.base import BackendUnavailable
 from vision.artifacts import Manifest
 from vision.model import load_model, serving_model
+from vision.novelty import NoveltyModel
 
 
 class TorchBackend:
-    def __init__(self, manifest: Manifest, weights: bytes, device: str = "cuda", threads: int | None = None) -> None:
+    def __init__(self, manifest: Manifest, weights: bytes, device: str = "cuda", threads: int | None = None,
+                 novelty: bytes | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("torch-cuda needs a CUDA GPU and none is visible here "
                                      "(torch.cuda.is_available() is False)")
@@ -21,16 +23,24 @@ class TorchBackend:
         self.device = torch.device(device)
         self.half = device == "cuda"
         backbone = load_model(manifest.architecture, len(manifest.processing.classes), weights)
-        model = serving_model(backbone, manifest.processing).to(self.device)
+        statistics = NoveltyModel.from_bytes(novelty) if novelty else None
+        model = serving_model(backbone, manifest.processing, statistics).to(self.device)
         if self.half:
             model = model.half().to(memory_format=torch.channels_last)
+            if model.novelty is not None:
+                model.novelty.float()  # distances in fp32: fp16 would round away the small differences
         self.model = model.eval()
 
     @torch.inference_mode()
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
+    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         # uint8 crosses to the GPU (a quarter of float32's bytes) and is normalised there, in fp16.
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.uint8))
         if self.half:
             x = x.pin_memory().to(self.device, non_blocking=True)
-        logits = self.model(x)
-        return logits.float().cpu().numpy()
+        out = self.model(x)
+        if isinstance(out, tuple):
+            return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+        return out.float().cpu().numpy(), None
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.scores(pixels)[0]

@@ -1,0 +1,89 @@
+"""The Ray cluster the Serve application runs on: a local head of our own (the local stack), or a
+cluster given by address; and joining it from another process, as an inference worker does when it
+reaches the application through its handle instead of HTTP.
+
+A local head keeps everything under the data dir: its temp dir (sockets, logs), its address, and the
+token Ray's authentication asks every process that joins for. Only processes that can read the data
+dir can join.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from infra.settings import Settings
+
+NAMESPACE = "sightline"
+
+
+def ray_dir(settings: Settings) -> Path:
+    return settings.resolved_data_dir / "ray"
+
+
+def _use_token(settings: Settings) -> None:
+    """Ray token authentication with a token of this data dir, made once (readable by its owner only)."""
+    path = ray_dir(settings) / "auth_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    # Ray reads its configuration when it is imported (serving imports it early): refresh it so this
+    # process sees token mode, as Ray's own token set-up does.
+    from ray._raylet import Config  # type: ignore[attr-defined]  # a compiled module; its stub omits it
+
+    Config.initialize("")
+
+
+def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address`, or start a new local head whose files live in `temp_dir`."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        # worker_niceness 0: Ray starts workers at nice 15 by default, which lets any other process on
+        # the host starve the Serve replicas; here the replicas are the service.
+        # address="local": always a new head of our own, never some other Ray found running on the host.
+        ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
+                 namespace=NAMESPACE, log_to_driver=False, object_store_memory=512 * 1024 * 1024,
+                 _system_config={"worker_niceness": 0})
+
+
+def start_stack_head(settings: Settings) -> str:
+    """The local stack's Ray: settings.ray_address when given, else a head under the data dir whose
+    address is written there for the inference worker to join. Returns the address."""
+    import ray
+
+    if settings.ray_address:
+        start_ray(settings.ray_address)
+        return settings.ray_address
+    _use_token(settings)
+    ray_dir(settings).mkdir(parents=True, exist_ok=True)
+    start_ray(temp_dir=str(ray_dir(settings)))
+    address = str(ray.get_runtime_context().gcs_address)
+    (ray_dir(settings) / "address").write_text(address)
+    return address
+
+
+def join_stack(settings: Settings) -> None:
+    """Connect this process to the stack's Ray cluster as a driver (for Serve handles)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = settings.ray_address
+    if not address:
+        _use_token(settings)
+        try:
+            address = (ray_dir(settings) / "address").read_text().strip()
+        except FileNotFoundError:
+            raise RuntimeError("the serving process has not started Ray yet: no address under "
+                               f"{ray_dir(settings)}; start serving first (`sightline up` does)") from None
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)

@@ -1,0 +1,89 @@
+"""What the loop (drift checks, retraining) adds to the orchestration worker, and the Schedule that
+starts drift checks. `workers.orchestration` registers LOOP_WORKFLOWS and `loop_activities(...)`; the
+worker's start-up calls `ensure_drift_schedule` (idempotent: creates it, or updates its interval)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from activities.drift import DriftActivities
+from activities.retraining import RetrainingRecords
+from infra.db import DbPool
+from infra.log import get_logger
+from infra.settings import Settings
+from infra.stack_urls import database_url
+from infra.store import ObjectStore
+from vision.registry import ModelRegistry
+from workflows.drift_check import DriftCheckWorkflow
+from workflows.drift_types import SCHEDULE_ID, DriftCheckInput
+from workflows.retraining import RetrainingWorkflow
+
+log = get_logger(__name__)
+
+LOOP_WORKFLOWS = [DriftCheckWorkflow, RetrainingWorkflow]
+
+
+def loop_activities(pool: DbPool, store: ObjectStore, settings: Settings,
+                    registry: ModelRegistry | None = None) -> list[Callable[..., Any]]:
+    """The drift and retraining-record activities of the orchestration task queue."""
+    registry = registry or ModelRegistry(database_url(settings))
+    drift = DriftActivities(pool, store, settings, registry)
+    records = RetrainingRecords(pool, registry)
+    return [drift.drift_policy, drift.list_drift_sites, drift.run_drift_check, drift.retraining_readiness,
+            drift.record_drift_decision,
+            records.start_retraining_run, records.finish_retraining_run, records.hand_to_rollout]
+
+
+def drift_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            DriftCheckWorkflow.run, DriftCheckInput(site_id="", requested_by="schedule"),
+            id="drift-sweep", task_queue=settings.orchestration_task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.drift_check_interval_s))]),
+        # A sweep still running when the next is due: skip that one, never pile them up.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_drift_schedule(client: Client, settings: Settings) -> str:
+    """Create the drift-check Schedule, or bring an existing one up to the settings (interval, task
+    queue). Returns 'created', 'updated' or 'unchanged'."""
+    wanted = drift_schedule(settings)
+    try:
+        await client.create_schedule(SCHEDULE_ID, wanted)
+        log.info("drift schedule created", every_s=settings.drift_check_interval_s)
+        return "created"
+    except ScheduleAlreadyRunningError:
+        pass
+    handle = client.get_schedule_handle(SCHEDULE_ID)
+    current = (await handle.describe()).schedule
+    intervals = current.spec.intervals
+    action = current.action
+    same = (len(intervals) == 1 and intervals[0].every == timedelta(seconds=settings.drift_check_interval_s)
+            and isinstance(action, ScheduleActionStartWorkflow)
+            and action.task_queue == settings.orchestration_task_queue)
+    if same:
+        return "unchanged"
+
+    def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+        return ScheduleUpdate(schedule=wanted)
+
+    await handle.update(update)
+    log.info("drift schedule updated", every_s=settings.drift_check_interval_s)
+    return "updated"
