@@ -14,6 +14,7 @@ from infra.store import store_from_settings
 from tests.faults.harness import REPORT, FaultStack, new_data_dir
 from vision.publishing import register_trained
 from vision.registry import ModelRegistry
+from vision.signatures import signer_from_settings
 from vision.training import TrainingResult
 
 
@@ -24,8 +25,9 @@ def fault_stack(trained_model: TrainingResult) -> Iterator[FaultStack]:
         local = LocalStack(stack.settings)
         local.start_postgres()  # what `up` starts first; the model goes in before serving looks for it
         registry = ModelRegistry(local.database_url())
+        # Signed with the stack's own key (generated in its data dir), the one its serving trusts.
         version = register_trained(registry, store_from_settings(stack.settings), trained_model,
-                                   created_by="fault suite")
+                                   created_by="fault suite", signer=signer_from_settings(stack.settings))
         registry.set_alias("production", version.version, "fault suite", "the session's tiny model")
         stack.up()
         yield stack
