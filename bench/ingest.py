@@ -166,8 +166,10 @@ class Stack:
     async def events(self, batch_ids: list[str]) -> list[int]:
         return [len((await self.temporal.get_workflow_handle(b).fetch_history()).events) for b in batch_ids]
 
-    def process_roots(self) -> dict[str, int]:
-        pids = {part.name: part.pid for part in LocalStack(self.settings).status() if part.pid}
+    async def process_roots(self) -> dict[str, int]:
+        # status() asks Temporal with asyncio.run: from a thread, not from this event loop.
+        parts = await asyncio.to_thread(LocalStack(self.settings).status)
+        pids = {part.name: part.pid for part in parts if part.pid}
         return {name: pids[name] for name in PARTS if name in pids}
 
 
@@ -198,7 +200,7 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port:
     print(f"  naive synchronous service: {naive_fps:.0f} frames/s ({clients} clients)", flush=True)
 
     # 2. Sightline's capacity, then its sustained rate.
-    camera = f"bench-{size}"
+    camera = f"{stack.site}-{size}"  # batch ids are camera + key: unique per run, never an earlier run's batch
     probe = Load(frames, size, clients, seconds, seed=seed + 1)
     t0 = time.time()
     await probe.run(stack.sender(camera))
@@ -222,7 +224,7 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port:
         sustained = rate  # the last rate tried; reported as such
 
     # 3. At 70% of the sustained rate: latency, events and CPU per batch.
-    meter = CpuMeter(stack.process_roots())
+    meter = CpuMeter(await stack.process_roots())
     meter.start()
     bench_cpu = time.process_time()
     measured_rate = 0.7 * sustained

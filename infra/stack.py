@@ -383,7 +383,8 @@ class LocalStack:
                                     problem="" if serving.running else "runs inside the serving process: see serving"))
         parts.append(serving)
         parts.append(self._part("worker", "the worker", self._pid("worker"),
-                                f"task queues: {s.orchestration_task_queue}, {s.inference_task_queue}",
+                                f"task queues: {s.orchestration_task_queue} (and its webhooks), "
+                                f"{s.inference_task_queue}, {s.training_task_queue}",
                                 self._log("worker"), self._worker_health))
         parts.append(self._part("api", "the API", self._pid("api"), f"{s.resolved_api_url} (docs /docs)",
                                 self._log("api"), self._api_health))
