@@ -38,6 +38,7 @@ from workflows.drift_types import (
 )
 from workflows.failures import DriftFailure
 from workflows.retraining_types import SnapshotPlan, TrainingParams
+from workflows.rollout_types import plan_from
 
 log = get_logger(__name__)
 
@@ -77,6 +78,7 @@ class DriftActivities:
             webhook_url=s.drift_webhook_url, min_improvement=s.retraining_min_improvement,
             training_task_queue=s.training_task_queue, heartbeat_timeout_s=s.training_heartbeat_timeout_s,
             training_timeout_s=s.training_timeout_s, params=training_params(s),
+            rollout=plan_from("", s.rollout_defaults(), "drift policy") if s.retraining_auto_rollout else None,
         )
 
     @activity.defn

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from infra.db import DbPool
 from infra.log import get_logger
-from infra.tables import batches, frames, predictions
+from infra.tables import batches, frames, prediction_errors, predictions, shadow_predictions
 from serving.client import ServingError
 from serving.schema import ClassifyResponse
 from workflows.batch_types import ClassifiedFrames, ClassifyBatchInput, RoutedFrame
@@ -73,15 +73,23 @@ class InferenceActivities:
         outcomes = [frames.Validation(p.frame_id, True, p.sha256, None, p.width, p.height, p.image_format)
                     for p in response.predictions]
         outcomes += [frames.Validation(r.frame_id, False, r.sha256, r.reason) for r in response.rejections]
+        # Each prediction under the version that made it (a traffic split may send frames to several).
         rows_out = [predictions.NewPrediction(
-            p.frame_id, version, p.label, round(p.confidence, 4), _r4(p.probabilities), _r4(p.quality),
-            _r4({k: v for k, v in p.timings.items() if k in _KEPT_TIMINGS}),
+            p.frame_id, p.model_version or version, p.label, round(p.confidence, 4), _r4(p.probabilities),
+            _r4(p.quality), _r4({k: v for k, v in p.timings.items() if k in _KEPT_TIMINGS}),
             None if p.novelty is None else round(p.novelty, 4), p.unfamiliar,
         ) for p in response.predictions]
         async with self.pool.connection() as conn, conn.transaction():
             await batches.mark_running(conn, input.batch_id, activity.info().workflow_run_id)
             await frames.record_validation(conn, outcomes)
             await predictions.upsert(conn, rows_out)
+            # The shadow's answers are kept apart and never routed; failures feed the rollout's gates.
+            await shadow_predictions.upsert(conn, [shadow_predictions.ShadowPrediction(
+                s.frame_id, s.model_version, s.label, round(s.confidence, 4),
+                None if s.novelty is None else round(s.novelty, 4), s.unfamiliar, s.infer_ms)
+                for s in response.shadow_predictions])
+            await prediction_errors.upsert(conn, [prediction_errors.PredictionError(
+                f.frame_id, f.model_version, f.shadow, f.error) for f in response.version_failures])
 
         routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4))
                   for p in response.predictions

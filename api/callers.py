@@ -27,6 +27,10 @@ DRIFT_CHECKERS = ("ml-engineer", "ops")
 MODEL_READERS = ("ml-engineer", "ops")
 RETRAINING_READERS = ("ml-engineer", "ops")
 RETRAINERS = ("ml-engineer",)
+# Rollouts: ML engineers start, approve and resume them; ops may also stop one (pause, abort, roll back).
+ROLLOUT_READERS = ("ml-engineer", "ops")
+ROLLOUT_DRIVERS = ("ml-engineer",)
+ROLLOUT_STOPPERS = ("ml-engineer", "ops")
 
 IngestCaller = Annotated[Principal, Depends(require_roles(*INGESTERS))]
 BatchReader = Annotated[Principal, Depends(require_roles(*BATCH_READERS))]
@@ -41,3 +45,6 @@ DriftChecker = Annotated[Principal, Depends(require_roles(*DRIFT_CHECKERS))]
 ModelReader = Annotated[Principal, Depends(require_roles(*MODEL_READERS))]
 RetrainingReader = Annotated[Principal, Depends(require_roles(*RETRAINING_READERS))]
 Retrainer = Annotated[Principal, Depends(require_roles(*RETRAINERS))]
+RolloutReader = Annotated[Principal, Depends(require_roles(*ROLLOUT_READERS))]
+RolloutDriver = Annotated[Principal, Depends(require_roles(*ROLLOUT_DRIVERS))]
+RolloutStopper = Annotated[Principal, Depends(require_roles(*ROLLOUT_STOPPERS))]

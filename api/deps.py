@@ -15,6 +15,7 @@ from api.services.frames import FrameService
 from api.services.models import ModelCatalog
 from api.services.retraining import RetrainingService
 from api.services.review_queue import ReviewQueue
+from api.services.rollouts import RolloutService
 from api.services.uploads import Uploads
 from infra.db import DbPool
 from infra.settings import Settings
@@ -95,6 +96,13 @@ def _model_catalog(pool: DbDep) -> ModelCatalog:
     return ModelCatalog(ModelRegistry(url))
 
 
+def _rollouts(pool: DbDep, temporal: TemporalDep, settings: SettingsDep) -> RolloutService:
+    url = pool.conninfo
+    assert isinstance(url, str)
+    return RolloutService(pool, temporal, settings, ModelRegistry(url))
+
+
 DriftServiceDep = Annotated[DriftService, Depends(_drift)]
 RetrainingServiceDep = Annotated[RetrainingService, Depends(_retraining)]
 ModelCatalogDep = Annotated[ModelCatalog, Depends(_model_catalog)]
+RolloutServiceDep = Annotated[RolloutService, Depends(_rollouts)]

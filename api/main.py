@@ -14,7 +14,19 @@ from temporalio.client import Client
 from api import metrics
 from api.errors import register_error_handlers
 from api.request_ids import RequestIdMiddleware
-from api.routes import batches, cameras, drift, frames, health, models, retraining, review_page, reviews, uploads
+from api.routes import (
+    batches,
+    cameras,
+    drift,
+    frames,
+    health,
+    models,
+    retraining,
+    review_page,
+    reviews,
+    rollouts,
+    uploads,
+)
 from api.routes.prometheus import router as prometheus_router
 from api.submission import FORM_LIMITS
 from infra.db import apply_migrations, open_pool
@@ -69,6 +81,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(drift.router)
     app.include_router(retraining.router)
     app.include_router(models.router)
+    app.include_router(rollouts.router)
     # The reviewer page keeps server-side sessions (api.auth); no cookie middleware, no key in a cookie.
     app.include_router(reviews.router)
     app.include_router(review_page.router)

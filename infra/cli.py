@@ -79,6 +79,7 @@ _MOUNTS = [
     ("vision.cli", "camera_command", "camera"),
     ("api.demo", "demo_command", "demo"),
     ("api.retrain_cli", "retrain_command", "retrain"),
+    ("api.rollout_cli", "rollout_app", "rollout"),
 ]
 
 

@@ -165,6 +165,38 @@ class Settings(BaseSettings):
     training_heartbeat_timeout_s: float = Field(30.0, gt=0)
     training_timeout_s: float = Field(4 * 3600.0, gt=0)
 
+    # ---- model rollout (issue 12): shadow, canary steps, gates, promotion ----
+    # The default plan of POST /v1/rollouts and `sightline rollout start` (a request may override it):
+    # the share of frames the candidate shadows, then the canary shares of live traffic, each stage at
+    # least this many of the candidate's frames and this long; its gates' figures are read every poll.
+    rollout_shadow_share: float = Field(0.25, ge=0, le=1)
+    rollout_canary_steps: list[float] = [0.05, 0.25, 0.5]
+    rollout_stage_min_frames: int = Field(200, ge=1)
+    rollout_stage_min_duration_s: float = Field(300.0, ge=0)
+    rollout_poll_interval_s: float = Field(15.0, gt=0)
+    # Gate thresholds over workflows.rollout_types.GateThresholds' defaults, e.g. {"min_agreement": 0.6}.
+    rollout_gate_thresholds: dict[str, float] = {}
+    # Promotion waits for an ML engineer's approval (POST /v1/rollouts/{id}/approve).
+    rollout_require_approval: bool = False
+    # Where the signed `rollout.rolled_back` webhook goes; empty: the rollback is recorded, nothing sent.
+    rollout_webhook_url: str = ""
+    # A retraining run whose candidate beats production starts its rollout itself.
+    retraining_auto_rollout: bool = False
+
+    def rollout_defaults(self) -> dict[str, object]:
+        """The rollout plan of these settings, as plain values (workflows.rollout_types.plan_from reads them)."""
+        return {"shadow_share": self.rollout_shadow_share, "canary_steps": list(self.rollout_canary_steps),
+                "min_frames": self.rollout_stage_min_frames, "min_duration_s": self.rollout_stage_min_duration_s,
+                "poll_interval_s": self.rollout_poll_interval_s, "thresholds": dict(self.rollout_gate_thresholds),
+                "require_approval": self.rollout_require_approval, "webhook_url": self.rollout_webhook_url}
+
+    @field_validator("rollout_canary_steps")
+    @classmethod
+    def _canary_steps(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 1 for v in value) or value != sorted(value):
+            raise ValueError("rollout_canary_steps must be increasing shares within (0, 1]")
+        return value
+
     @field_validator("webhook_allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

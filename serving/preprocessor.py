@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,9 +25,10 @@ from serving.messages import Classification, ResolvedModel
 from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody, FrameKey
 from vision.artifacts import IntegrityError
 from vision.decode import FrameRejected, decode_frame
-from vision.processing import Processing
+from vision.processing import Decision, Processing
 from vision.quality import quality_features_batch
-from vision.registry import ModelNotFound
+from vision.registry import ModelNotFound, ModelRegistry
+from vision.traffic import TrafficSplit
 
 log = get_logger(__name__)
 
@@ -62,6 +63,21 @@ class PreparedFrames:
     outcomes: list[Decoded | Refused]  # per frame, in order
     pixels: np.ndarray | None  # the accepted frames as one uint8 NHWC batch; None when none was accepted
     qualities: list[dict[str, float]]  # per accepted frame
+
+
+@dataclass
+class SplitAnswer:
+    """A request's frames answered under a traffic split, by position among the accepted frames."""
+
+    decisions: dict[int, tuple[str, Decision]] = field(default_factory=dict)  # position -> (version, decision)
+    answers: dict[str, Classification] = field(default_factory=dict)  # version -> its answer (timings)
+    shadow: list[tuple[int, Decision]] = field(default_factory=list)
+    shadow_infer_ms: float = 0.0
+    failures: list[tuple[int, str, bool, str]] = field(default_factory=list)  # position, version, shadow, error
+
+
+# Requests for this alias follow the traffic split; a request naming a version or another alias does not.
+LIVE_ALIAS = "production"
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -100,6 +116,8 @@ class Preprocessor:
         self.pool = ThreadPoolExecutor(max_workers=config.preprocess_threads, thread_name_prefix="preprocess")
         self.io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fetch")
         self._described: dict[str, tuple[ResolvedModel, float]] = {}
+        self.registry = ModelRegistry(config.database_url)
+        self._split_cache: tuple[TrafficSplit, float] = (TrafficSplit(), 0.0)
 
     async def _describe(self, ref: str) -> ResolvedModel:
         cached = self._described.get(ref)
@@ -194,22 +212,34 @@ class Preprocessor:
             else:
                 accepted.append((frame, outcome))
         predictions: list[dict[str, Any]] = []
+        shadow_predictions: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
         infer_ms, batch_frames = 0.0, 0
         if prepared.pixels is not None:
+            split = await self._split() if request.model == LIVE_ALIAS else TrafficSplit()
             try:
-                answer: Classification = await self.classifier.classify.remote(model.version, prepared.pixels)
+                routed = await self._classify_split(split, model, [f.frame_id for f, _ in accepted], prepared.pixels)
             except Exception as exc:
                 log.exception("classify failed", version=model.version)
                 return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
-            infer_ms, batch_frames = answer.infer_ms, answer.batch_frames
-            for (frame, decoded), quality, decision in zip(accepted, prepared.qualities, answer.decisions,
-                                                            strict=True):
+            infer_ms = max((a.infer_ms for a in routed.answers.values()), default=0.0)
+            batch_frames = max((a.batch_frames for a in routed.answers.values()), default=0)
+            for i, ((frame, decoded), quality) in enumerate(zip(accepted, prepared.qualities, strict=True)):
+                version, decision = routed.decisions[i]
+                timings = {**decoded.timings, "infer_ms": round(routed.answers[version].infer_ms, 2)}
                 predictions.append({"frame_id": frame.frame_id, "label": decision.label,
                                     "confidence": decision.confidence, "probabilities": decision.probabilities,
                                     "novelty": decision.novelty, "unfamiliar": decision.unfamiliar,
-                                    "quality": quality, "timings": {**decoded.timings, "infer_ms": round(infer_ms, 2)},
+                                    "quality": quality, "timings": timings,
                                     "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height,
-                                    "image_format": decoded.image_format})
+                                    "image_format": decoded.image_format, "model_version": version})
+            for i, decision in routed.shadow:
+                shadow_predictions.append({"frame_id": accepted[i][0].frame_id, "model_version": split.shadow_version,
+                                           "label": decision.label, "confidence": decision.confidence,
+                                           "novelty": decision.novelty, "unfamiliar": decision.unfamiliar,
+                                           "infer_ms": round(routed.shadow_infer_ms, 2)})
+            failures = [{"frame_id": accepted[i][0].frame_id, "model_version": version, "shadow": shadow,
+                         "error": error} for i, version, shadow, error in routed.failures]
         # Plain dicts in the ClassifyResponse shape (the client validates them): building and then
         # re-validating pydantic models for every frame cost more CPU here than the model's forward pass.
         return 200, {
@@ -219,4 +249,72 @@ class Preprocessor:
             "rejections": rejections,
             "timings": {"preprocess_ms": round((t_pre - started) * 1000, 2), "infer_ms": round(infer_ms, 2),
                         "batch_frames": batch_frames, "total_ms": round((time.perf_counter() - started) * 1000, 2)},
+            "shadow_predictions": shadow_predictions,
+            "version_failures": failures,
         }
+
+    async def _split(self) -> TrafficSplit:
+        """The live traffic split (vision.traffic), re-read every alias_ttl_s. Every version it names is
+        loaded before it gets a frame; a split naming one that cannot be loaded (or a registry that
+        cannot be read) leaves the previous split in place, so changing the split never fails a request."""
+        cached = self._split_cache
+        if cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            split = await asyncio.to_thread(self.registry.traffic)
+            for version in split.versions:
+                await self._describe(version)
+        except Exception as exc:
+            log.warning("traffic split not applied; keeping the previous one", error=str(_cause(exc)))
+            split = cached[0]
+        self._split_cache = (split, time.monotonic() + self.config.alias_ttl_s)
+        return split
+
+    async def _classify_as(self, version: str, primary: ResolvedModel, pixels: np.ndarray) -> Classification:
+        if version != primary.version:
+            resolved = await self._describe(version)
+            if resolved.processing.input_size != primary.processing.input_size:
+                # Frames were resized once, for production; a version of another size gets them resized again.
+                pixels = np.stack([resolved.processing.resize(p) for p in pixels])
+        answer: Classification = await self.classifier.classify.remote(version, pixels)
+        return answer
+
+    async def _classify_split(self, split: TrafficSplit, primary: ResolvedModel, frame_ids: list[str],
+                              pixels: np.ndarray) -> SplitAnswer:
+        """Each frame by the version the split gives it (production's failure fails the request; another
+        version's falls back to production for its frames, recorded as failures), and the shadow share
+        by the shadow version too (its failure is recorded, nothing else)."""
+        groups: dict[str, list[int]] = {}
+        for i, frame_id in enumerate(frame_ids):
+            groups.setdefault(split.version_for(frame_id, primary.version), []).append(i)
+        shadowed = [i for i, frame_id in enumerate(frame_ids) if split.shadows(frame_id)]
+        calls = [self._classify_as(v, primary, pixels[idxs]) for v, idxs in groups.items()]
+        if shadowed and split.shadow_version:
+            calls.append(self._classify_as(split.shadow_version, primary, pixels[shadowed]))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        out = SplitAnswer()
+        fallback: list[int] = []
+        for (version, idxs), result in zip(groups.items(), results, strict=False):
+            if isinstance(result, BaseException):
+                if version == primary.version:
+                    raise result
+                log.warning("version failed; production answers its frames", version=version, error=str(result))
+                out.failures += [(i, version, False, f"{type(_cause(result)).__name__}: {_cause(result)}")
+                                 for i in idxs]
+                fallback += idxs
+                continue
+            out.answers[version] = result
+            out.decisions.update({i: (version, d) for i, d in zip(idxs, result.decisions, strict=True)})
+        if fallback:
+            answer = await self._classify_as(primary.version, primary, pixels[fallback])
+            out.answers.setdefault(primary.version, answer)
+            out.decisions.update({i: (primary.version, d) for i, d in zip(fallback, answer.decisions, strict=True)})
+        if shadowed and split.shadow_version:
+            shadow = results[-1]
+            if isinstance(shadow, BaseException):
+                out.failures += [(i, split.shadow_version, True, f"{type(_cause(shadow)).__name__}: {_cause(shadow)}")
+                                 for i in shadowed]
+            else:
+                out.shadow = list(zip(shadowed, shadow.decisions, strict=True))
+                out.shadow_infer_ms = shadow.infer_ms
+        return out

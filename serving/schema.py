@@ -39,6 +39,30 @@ class Prediction(BaseModel):
     width: int | None = None
     height: int | None = None
     image_format: str | None = None
+    # The version that made this prediction: with a traffic split (vision.traffic) the frames of one
+    # request may be answered by different versions. Empty from a service older than the split.
+    model_version: str = ""
+
+
+class ShadowPrediction(BaseModel):
+    """What the shadow version said about a frame: stored apart and compared, never acted on."""
+
+    frame_id: str
+    model_version: str
+    label: str
+    confidence: float
+    novelty: float | None = None
+    unfamiliar: bool = False
+    infer_ms: float | None = None
+
+
+class VersionFailure(BaseModel):
+    """A frame a canary or shadow version could not classify (production answered it, if it was live)."""
+
+    frame_id: str
+    model_version: str
+    shadow: bool
+    error: str
 
 
 class Rejection(BaseModel):
@@ -53,6 +77,8 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
     rejections: list[Rejection]
     timings: dict[str, float]
+    shadow_predictions: list[ShadowPrediction] = []
+    version_failures: list[VersionFailure] = []
 
 
 class ErrorBody(BaseModel):

@@ -43,6 +43,15 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/retraining/{workflow_id}/cancel"): {"ml-engineer", "admin"},
     ("GET", "/v1/models"): {"ml-engineer", "ops", "admin"},
     ("GET", "/v1/models/{version}"): {"ml-engineer", "ops", "admin"},
+    # Rollouts: ML engineers start, approve and resume; ops may also pause, abort and roll back.
+    ("POST", "/v1/rollouts"): {"ml-engineer", "admin"},
+    ("GET", "/v1/rollouts"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/rollouts/{rollout_id}"): {"ml-engineer", "ops", "admin"},
+    ("POST", "/v1/rollouts/{rollout_id}/approve"): {"ml-engineer", "admin"},
+    ("POST", "/v1/rollouts/{rollout_id}/resume"): {"ml-engineer", "admin"},
+    ("POST", "/v1/rollouts/{rollout_id}/pause"): {"ml-engineer", "ops", "admin"},
+    ("POST", "/v1/rollouts/{rollout_id}/abort"): {"ml-engineer", "ops", "admin"},
+    ("POST", "/v1/rollouts/{rollout_id}/rollback"): {"ml-engineer", "ops", "admin"},
 }
 # The matrix checks who may call, not what a call does: "next" gets a scope that matches no task, so
 # it never claims a task that another test left behind (whose workers are gone).

@@ -15,6 +15,8 @@ import psycopg
 from psycopg.rows import DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 
+from vision.traffic import TrafficSplit
+
 ALIASES = ("production", "candidate", "shadow")
 
 
@@ -163,3 +165,45 @@ class ModelRegistry:
             return changes.execute(
                 "SELECT alias, from_version, to_version, changed_by, reason, changed_at FROM model_alias_history"
                 " WHERE %(a)s::text IS NULL OR alias = %(a)s ORDER BY id", {"a": alias}).fetchall()
+
+    # ---- the live traffic split (issue 12): written by the rollout workflow only, read by serving ----
+
+    def traffic(self) -> TrafficSplit:
+        """The split serving follows for the production alias; none set: everything to production."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM model_traffic WHERE name = 'live'").fetchone()
+        return TrafficSplit.from_row(row) if row else TrafficSplit()
+
+    def set_traffic(self, split: TrafficSplit, changed_by: str = "", reason: str = "") -> bool:
+        """Make `split` the live one and record the change; returns False (and records nothing) when it
+        is live already, so a retried write leaves one history row."""
+        for version in split.versions:
+            if self.get(version) is None:
+                raise ModelNotFound(f"no model version {version!r}")
+        body = split.as_dict()
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('model_traffic'))")
+            row = conn.execute("SELECT * FROM model_traffic WHERE name = 'live'").fetchone()
+            current = TrafficSplit.from_row(row) if row else TrafficSplit()
+            if current.as_dict() == body and (row is None or row["rollout_id"] == split.rollout_id):
+                return False
+            conn.execute(
+                """INSERT INTO model_traffic (name, weights, shadow_version, shadow_share, rollout_id, changed_by,
+                                              reason)
+                   VALUES ('live', %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (name) DO UPDATE SET weights = EXCLUDED.weights,
+                       shadow_version = EXCLUDED.shadow_version, shadow_share = EXCLUDED.shadow_share,
+                       rollout_id = EXCLUDED.rollout_id, changed_by = EXCLUDED.changed_by,
+                       reason = EXCLUDED.reason, updated_at = now()""",
+                (Jsonb(body["weights"]), split.shadow_version, split.shadow_share, split.rollout_id, changed_by,
+                 reason))
+            conn.execute(
+                """INSERT INTO model_traffic_history (weights, shadow_version, shadow_share, rollout_id, changed_by,
+                                                      reason) VALUES (%s, %s, %s, %s, %s, %s)""",
+                (Jsonb(body["weights"]), split.shadow_version, split.shadow_share, split.rollout_id, changed_by,
+                 reason))
+        return True
+
+    def traffic_history(self) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            return conn.execute("SELECT * FROM model_traffic_history ORDER BY id").fetchall()

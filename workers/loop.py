@@ -23,6 +23,7 @@ from temporalio.client import (
 
 from activities.drift import DriftActivities
 from activities.retraining import RetrainingRecords
+from activities.rollout import RolloutActivities
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.settings import Settings
@@ -32,19 +33,23 @@ from vision.registry import ModelRegistry
 from workflows.drift_check import DriftCheckWorkflow
 from workflows.drift_types import SCHEDULE_ID, DriftCheckInput
 from workflows.retraining import RetrainingWorkflow
+from workflows.rollout import ModelRolloutWorkflow
 
 log = get_logger(__name__)
 
-LOOP_WORKFLOWS = [DriftCheckWorkflow, RetrainingWorkflow]
+LOOP_WORKFLOWS = [DriftCheckWorkflow, RetrainingWorkflow, ModelRolloutWorkflow]
 
 
 def loop_activities(pool: DbPool, store: ObjectStore, settings: Settings,
                     registry: ModelRegistry | None = None) -> list[Callable[..., Any]]:
-    """The drift and retraining-record activities of the orchestration task queue."""
+    """The drift, retraining-record and rollout activities of the orchestration task queue."""
     registry = registry or ModelRegistry(database_url(settings))
     drift = DriftActivities(pool, store, settings, registry)
     records = RetrainingRecords(pool, registry)
-    return [drift.drift_policy, drift.list_drift_sites, drift.run_drift_check, drift.retraining_readiness,
+    rollout = RolloutActivities(pool, registry)
+    return [rollout.begin_rollout, rollout.apply_stage, rollout.stage_metrics, rollout.record_rollout, rollout.promote,
+            rollout.roll_back,
+            drift.drift_policy, drift.list_drift_sites, drift.run_drift_check, drift.retraining_readiness,
             drift.record_drift_decision,
             records.start_retraining_run, records.finish_retraining_run, records.hand_to_rollout]
 

@@ -111,7 +111,7 @@ class DriftCheckWorkflow:
                     RetrainingInput(plan, policy.params,
                                     RetrainingTrigger("drift", "drift policy", report.report_id, reason),
                                     policy.min_improvement, policy.training_task_queue, policy.heartbeat_timeout_s,
-                                    policy.training_timeout_s),
+                                    policy.training_timeout_s, policy.rollout),
                     id=result.retraining_workflow_id,
                     # The run outlives this check; a snapshot already trained on is not trained again.
                     parent_close_policy=ParentClosePolicy.ABANDON,

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from workflows.retraining_types import SnapshotPlan, TrainingParams
+from workflows.rollout_types import RolloutInput
 
 WORKFLOW_NAME = "DriftCheckWorkflow"
 # The Temporal Schedule that starts a sweep of every active site (workers.loop.ensure_drift_schedule).
@@ -65,6 +66,7 @@ class DriftPolicy:
     heartbeat_timeout_s: float
     training_timeout_s: float
     params: TrainingParams = field(default_factory=TrainingParams)
+    rollout: RolloutInput | None = None  # settings.retraining_auto_rollout: the retraining run's rollout plan
 
 
 @dataclass

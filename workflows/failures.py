@@ -105,3 +105,18 @@ class RetrainingFailure(Failure):
 def non_retryable(*kinds: type[Failure]) -> list[str]:
     """The ApplicationError types a retry policy must not retry, for `non_retryable_error_types`."""
     return [str(member) for kind in kinds for member in kind if not member.retryable]
+
+
+class RolloutRefusal(Failure):
+    """Why a rollout (or an action on one) was refused; the API answers with the status."""
+
+    NOT_RUNNING = "RolloutNotRunning", 409        # finished: promoted, rolled back or aborted
+    ALREADY_PAUSED = "RolloutAlreadyPaused", 409
+    NOT_PAUSED = "RolloutNotPaused", 409
+    APPROVAL_NOT_REQUIRED = "RolloutApprovalNotRequired", 409
+    FORBIDDEN = "RolloutActionForbidden", 403      # the caller's role may not do this
+    UNKNOWN_VERSION = "RolloutUnknownVersion", 404  # the candidate is not a registered version
+    SAME_AS_PRODUCTION = "RolloutSameAsProduction", 409
+    ALREADY_RUNNING = "RolloutAlreadyRunning", 409  # a rollout of this candidate is running
+    INVALID = "InvalidRollout", 422
+    NOT_FOUND = "RolloutNotFound", 404

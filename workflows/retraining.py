@@ -11,11 +11,18 @@ workflow waits for the activity to acknowledge it) and the run's row says `cance
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
-from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 from workflows import search_attributes as sa
 from workflows.policies import DB_RETRY, DB_TIMEOUT, EVALUATE_TIMEOUT, SNAPSHOT_TIMEOUT, TRAINING_RETRY
@@ -40,6 +47,8 @@ from workflows.retraining_types import (
     TrainingProgress,
     beats_production,
 )
+from workflows.rollout_types import WORKFLOW_NAME as ROLLOUT_WORKFLOW
+from workflows.rollout_types import RolloutInput, rollout_workflow_id
 
 with workflow.unsafe.imports_passed_through():
     from activities.retraining import RetrainingRecords
@@ -142,6 +151,8 @@ class RetrainingWorkflow:
                 RetrainingRecords.hand_to_rollout, HandOffInput(workflow_id, registered.version, reason),
                 start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
             )
+            if input.rollout is not None:
+                await self._start_rollout(input.rollout, registered.version, reason)
         self._phase(RetrainingPhase.DONE)
         self._progress.outcome, self._progress.outcome_reason = outcome, reason
         await self._finish(FinishRunInput(
@@ -152,6 +163,18 @@ class RetrainingWorkflow:
                                            sa.MODEL_VERSION.value_set(registered.version)])
         return RetrainingResult(input.plan.snapshot_id, registered.version, outcome, reason, evaluation,
                                 candidate.epochs_run, candidate.resumed_from_epoch)
+
+    async def _start_rollout(self, plan: RolloutInput, version: str, reason: str) -> None:
+        """The candidate's rollout, as an abandoned child: it outlives this run. One already running for
+        the candidate (a retried start) is left alone."""
+        rollout_id = rollout_workflow_id(version)
+        try:
+            await workflow.start_child_workflow(
+                ROLLOUT_WORKFLOW, replace(plan, candidate_version=version, reason=reason), id=rollout_id,
+                parent_close_policy=ParentClosePolicy.ABANDON)
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("rollout %s already started", rollout_id)
+        self._progress.rollout_workflow_id = rollout_id
 
     async def _finish(self, finish: FinishRunInput) -> None:
         await workflow.execute_activity_method(

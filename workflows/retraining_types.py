@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from workflows.rollout_types import RolloutInput
+
 WORKFLOW_NAME = "RetrainingWorkflow"
 PROGRESS_QUERY = "progress"
 PROGRESS_SIGNAL = "training_progress"
@@ -82,6 +84,9 @@ class RetrainingInput:
     training_task_queue: str = "training"
     heartbeat_timeout_s: float = 30.0
     training_timeout_s: float = 4 * 3600.0
+    # Set (settings.retraining_auto_rollout): a candidate handed to rollout starts its ModelRolloutWorkflow
+    # with this plan (its candidate_version filled in).
+    rollout: RolloutInput | None = None
 
 
 @dataclass
@@ -214,6 +219,7 @@ class RetrainingProgress:
     candidate_version: str | None = None
     outcome: str | None = None
     outcome_reason: str | None = None
+    rollout_workflow_id: str | None = None
 
 
 @dataclass

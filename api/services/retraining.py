@@ -31,6 +31,7 @@ from workflows.retraining_types import (
     TrainingParams,
     retraining_workflow_id,
 )
+from workflows.rollout_types import plan_from
 
 
 class RunNotFound(LookupError):
@@ -78,7 +79,9 @@ class RetrainingService:
             await self.temporal.start_workflow(
                 WORKFLOW_NAME,
                 RetrainingInput(plan, params, trigger, s.retraining_min_improvement, s.training_task_queue,
-                                s.training_heartbeat_timeout_s, s.training_timeout_s),
+                                s.training_heartbeat_timeout_s, s.training_timeout_s,
+                                plan_from("", s.rollout_defaults(), trigger.requested_by)
+                                if s.retraining_auto_rollout else None),
                 id=workflow_id, task_queue=s.orchestration_task_queue,
                 # A snapshot trained once is not trained again; a failed or cancelled run may be retried.
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,

@@ -46,3 +46,16 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # no user name in some containers
         return "cli"
+
+
+async def append_once(conn: DbConnection, *, action: str, resource: str, workflow_id: str, key_name: str,
+                      role: str | None, details: Mapping[str, Any] | None = None) -> None:
+    """Append a row a workflow's activity writes, unless that workflow already wrote it for that resource
+    (a retried activity): one row per change. Serialised per (workflow, action) by an advisory lock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"audit:{workflow_id}:{action}:{resource}",))
+    found = await (await conn.execute(
+        "SELECT 1 FROM audit_log WHERE workflow_id = %s AND action = %s AND resource = %s LIMIT 1",
+        (workflow_id, action, resource))).fetchone()
+    if found is None:
+        await append_audit(conn, key_id=None, key_name=key_name, role=role, action=action, resource=resource,
+                           workflow_id=workflow_id, details=details)

@@ -1,0 +1,37 @@
+"""The `shadow_predictions` table: what the shadow version said about a frame production classified.
+Stored apart from `predictions`, so nothing that routes, alerts or reports reads it by accident; keyed
+by (frame, version), so a retried write leaves one row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from infra.db import DbConnection
+
+
+@dataclass(frozen=True)
+class ShadowPrediction:
+    frame_id: str
+    model_version: str
+    label: str
+    confidence: float
+    novelty: float | None
+    unfamiliar: bool
+    infer_ms: float | None
+
+
+async def upsert(conn: DbConnection, rows: Sequence[ShadowPrediction]) -> None:
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """
+            INSERT INTO shadow_predictions (frame_id, model_version, label, confidence, novelty, unfamiliar, infer_ms)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (frame_id, model_version) DO UPDATE
+               SET label = EXCLUDED.label, confidence = EXCLUDED.confidence, novelty = EXCLUDED.novelty,
+                   unfamiliar = EXCLUDED.unfamiliar, infer_ms = EXCLUDED.infer_ms
+            """,
+            [(r.frame_id, r.model_version, r.label, r.confidence, r.novelty, r.unfamiliar, r.infer_ms) for r in rows],
+        )
