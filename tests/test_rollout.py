@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from infra.settings import Settings
 from infra.webhook_signatures import SIGNATURE_HEADER
@@ -172,5 +173,6 @@ async def test_an_abort_puts_everything_back(rollout_env, temporal_client, db_po
         result = await asyncio.wait_for(handle.result(), 30)
     assert result.status == RolloutStatus.ABORTED and result.reason == "line stopped"
     assert registry.traffic().shadow_version is None and registry.aliases()["production"] == production
-    with pytest.raises(WorkflowUpdateFailedError):  # finished: nothing more to do
+    with pytest.raises(RPCError) as finished:  # finished: no update reaches it any more
         await handle.execute_update(ModelRolloutWorkflow.rollback, RolloutAction("ops-1", "ops"))
+    assert finished.value.status == RPCStatusCode.NOT_FOUND
