@@ -1,5 +1,5 @@
-"""`sightline demo`: submit a batch of generated frames through the API, wait for it, print the result
-and the link to its workflow history in the Temporal UI."""
+"""`sightline demo`: the whole loop (api.demo_story), or one batch of generated frames through the API,
+waited for, with its result and the link to its workflow history in the Temporal UI."""
 
 from __future__ import annotations
 
@@ -44,15 +44,23 @@ def _demo_key(settings) -> str:
 
 
 def demo_command(
-    count: int = typer.Option(16, help="frames in the batch"),
+    story: bool = typer.Option(True, "--story/--one-batch",
+                               help="the whole loop (drift, retraining, rollout), or one batch and its result"),
+    count: int = typer.Option(16, help="frames in the batch (--one-batch)"),
     camera_id: str = typer.Option("demo-cam", help="camera id"),
     seed: int = typer.Option(0, help="seed of the generated frames"),
     timeout: float = typer.Option(300, help="seconds to wait for the batch"),
     api_key: str = typer.Option("", envvar="SIGHTLINE_API_KEY",
                                 help="API key (role ingest); by default one is made in the local database"),
 ) -> None:
-    """Submit generated frames (and one corrupt file) as a batch and wait for the result."""
+    """The whole loop on the local stack: two cameras, a scripted reviewer, a lighting shift, drift,
+    retraining, shadow and canary, promotion. With --one-batch: submit generated frames (and one corrupt
+    file) as a batch and wait for the result."""
     settings = get_settings()
+    if story:
+        from api.demo_story import run
+
+        raise typer.Exit(run(settings, console))
     api_key = api_key or _demo_key(settings)
     headers = {"Authorization": f"Bearer {api_key}"}
     generated, truth = _generated_frames(camera_id, count, seed)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -68,6 +69,31 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, log: Path | None
             tail = "".join(f"\n{line}" for line in log_tail(log, 20))
             raise StackError(f"{what} did not become healthy within {timeout:.0f}s{tail}")
         time.sleep(0.2)
+
+
+class LogFollower:
+    """The JSON records a service appends to its log from now on (our services log JSON lines): how
+    `up` shows what a starting part is doing, such as model v1's training epochs."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+
+    def new_records(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        with open(self.log, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next call
+        self.offset += len(complete)
+        records = []
+        for line in complete.splitlines():
+            with suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
 
 
 def log_tail(log: Path | None, lines: int = 6) -> list[str]:
@@ -235,30 +261,40 @@ class LocalStack:
         }
 
     def _start_service(self, name: str, module: str, what: str, timeout: float, healthy: Callable[[], bool],
-                       port: int | None = None) -> None:
-        """Spawn `python -m module` unless it runs, and wait until `healthy()`; if the process exits
-        meanwhile, fail at once with the end of its log rather than at the deadline."""
+                       port: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Spawn `python -m module` unless it runs, and wait until `healthy()`, handing each JSON record
+        it logs meanwhile to `on_record`; if the process exits meanwhile, fail at once with the end of
+        its log rather than at the deadline."""
         if self._pid(name):
             return
         if port:
             self._claim_port(port, what)
+        follower = LogFollower(self._log(name))
         self._spawn(name, [sys.executable, "-m", module], self._service_env())
 
         def check() -> bool:
+            if on_record is not None:
+                for record in follower.new_records():
+                    on_record(record)
             if not self._pid(name):
                 raise StackError("\n".join([f"{what} exited:", *log_tail(self._log(name), 30)]))
             return healthy()
 
         _wait(check, timeout, what, self._log(name))
 
-    def start_serving(self) -> None:
+    def start_serving(self, training: Callable[[dict[str, Any]], None] | None = None) -> None:
         """The Ray Serve application (python -m serving.deploy). With no SIGHTLINE_RAY_ADDRESS it starts
         the local Ray head itself, temp dir under the data dir; a separate `ray start --head` would
         advertise the host's network address, which clients here cannot always reach. On a fresh data
         dir it first trains and registers model v1, which takes a few minutes on the CPU."""
         restarting = self._recorded_pid("serving") is not None and not self._pid("serving")
+        def on_record(record: dict[str, Any]) -> None:
+            # serving.deploy logs an event per epoch while it trains model v1 on a fresh data dir.
+            if training is not None and record.get("event") == "training":
+                training(record)
+
         self._start_service("serving", "serving.deploy", "the inference service", 900,
-                            lambda: not self._serving_health(), urlparse(self.settings.serving_url).port)
+                            lambda: not self._serving_health(), urlparse(self.settings.serving_url).port, on_record)
         if restarting and not self.settings.ray_address and self.settings.serving_transport == "handle":
             # A worker that reaches Serve through its handle joined the Ray head that died with the
             # serving process, and a Ray driver cannot move to the new one: it starts again with it.
@@ -271,12 +307,20 @@ class LocalStack:
         self._start_service("api", "api.main", "the API", 90, lambda: not self._api_health(), self.settings.api_port)
 
     # -- the whole -----------------------------------------------------------------------------
-    def up(self, progress: Callable[[str], None] = lambda _: None) -> list[PartStatus]:
+    @property
+    def first_start(self) -> bool:
+        """No database yet: this start creates it and serving trains model v1 (minutes, not seconds)."""
+        return not self.settings.database_url and not self.postgres.pgdata.exists()
+
+    def up(self, progress: Callable[[str], None] = lambda _: None,
+           training: Callable[[dict[str, Any]], None] | None = None) -> list[PartStatus]:
+        """Start whatever is not running, in order; `progress(part)` before each part, `training(record)`
+        for each epoch while serving trains model v1 (epoch, epochs, loss, accuracy, elapsed_s)."""
         with self._locked():
             for name, start in (
                 ("postgres", self.start_postgres),
                 ("temporal", self.start_temporal),
-                ("serving", self.start_serving),
+                ("serving", lambda: self.start_serving(training)),
                 ("worker", self.start_worker),
                 ("api", self.start_api),
             ):

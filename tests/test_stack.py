@@ -45,6 +45,9 @@ def pids(env) -> dict[str, int]:
 def test_up_twice_status_and_down(env):
     first = sightline(env, "up", timeout=540)
     assert first.returncode == 0, first.stdout + first.stderr
+    # A fresh data dir: `up` says what the first start costs, then shows model v1's epochs as it trains.
+    assert "First start" in first.stdout and "trains model v1" in first.stdout, first.stdout
+    assert "training model v1: epoch" in first.stdout and "training accuracy" in first.stdout, first.stdout
     started = pids(env)
     assert set(started) >= {"temporal", "serving", "worker", "api"}
     assert all(alive(pid) for pid in started.values())
@@ -54,6 +57,7 @@ def test_up_twice_status_and_down(env):
 
     again = sightline(env, "up")
     assert again.returncode == 0
+    assert "First start" not in again.stdout and "training model v1" not in again.stdout
     assert pids(env) == started, "a second `up` started something again"
 
     status = sightline(env, "status")
@@ -131,3 +135,18 @@ def test_status_says_which_part_is_down_and_why(data_dir: Path):
     assert "error activity failed" in worker and "MemoryError: out of memory" in worker
     assert "postgres: Postgres was never started here" in out
     assert "api: the API was never started here" in out
+
+
+def test_the_log_follower_hands_over_whole_json_records_once(tmp_path: Path):
+    from infra.stack import LogFollower
+
+    log = tmp_path / "serving.log"
+    log.write_text('{"event": "before"}\n')
+    follower = LogFollower(log)  # what was there before the part started is not news
+    with open(log, "a") as f:
+        f.write('{"event": "training", "epoch": 1}\nnot json: a Ray banner\n{"event": "training", "ep')
+    assert follower.new_records() == [{"event": "training", "epoch": 1}]
+    with open(log, "a") as f:
+        f.write('och": 2}\n')
+    assert follower.new_records() == [{"event": "training", "epoch": 2}]
+    assert follower.new_records() == []

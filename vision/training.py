@@ -188,6 +188,7 @@ def fit(x: np.ndarray, y: np.ndarray, processing: Processing, params: FitParams,
     stopped_early = False
     for epoch in range(start_epoch, params.epochs):
         model.train()
+        correct = seen = 0
         rng = np.random.default_rng([params.seed, epoch])
         torch.manual_seed(params.seed * 1000 + epoch)
         for idx in _batches(rng, len(x), params.batch_size, steps_per_epoch, reviewed, params.reviewed_share):
@@ -199,7 +200,12 @@ def fit(x: np.ndarray, y: np.ndarray, processing: Processing, params: FitParams,
                 xb = xb[:, :, ::-1]
             if rng.random() < 0.5:
                 xb = xb[:, ::-1]
-            loss = torch.nn.functional.cross_entropy(model(model_inputs(pixel_input, xb)), torch.from_numpy(y[idx]))
+            labels = torch.from_numpy(y[idx])
+            logits = model(model_inputs(pixel_input, xb))
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            # The epoch's running training accuracy: what `sightline up` shows while v1 trains.
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -207,7 +213,8 @@ def fit(x: np.ndarray, y: np.ndarray, processing: Processing, params: FitParams,
             step += 1
             loss_value = loss.item()
             report = {"epoch": epoch + 1, "epochs": params.epochs, "step": step, "steps": total_steps,
-                      "loss": round(loss_value, 4), "elapsed_s": round(time.monotonic() - started, 1)}
+                      "loss": round(loss_value, 4), "accuracy": round(correct / max(1, seen), 4),
+                      "elapsed_s": round(time.monotonic() - started, 1)}
             if on_step is not None:
                 on_step(report)
             if params.time_budget_s is not None and time.monotonic() - started > params.time_budget_s:
@@ -284,7 +291,7 @@ def train(config: TrainingConfig, progress: Callable[[dict], None] | None = None
 
     def on_epoch(report: dict, _: Callable[[], EpochCheckpoint]) -> None:
         if progress is not None:
-            progress({k: report[k] for k in ("epoch", "epochs", "step", "loss", "elapsed_s")})
+            progress({k: report[k] for k in ("epoch", "epochs", "step", "loss", "accuracy", "elapsed_s")})
 
     outcome = fit(splits["train"].x, splits["train"].y, processing, config.fit_params(), on_epoch=on_epoch)
     model = outcome.model

@@ -22,8 +22,11 @@ router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 RolloutId = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
-def _rollout(rollout_id: str, row: Row | None, state: RolloutState | None, settings: Settings) -> Rollout:
-    base: dict[str, Any] = dict(row or {})
+def _rollout(rollout_id: str, row: Row | None, state: RolloutState | None, settings: Settings,
+             **known: Any) -> Rollout:
+    """The rollout from its row and its workflow's state, either of which may not exist yet; `known`:
+    what the caller knows without them (a rollout just started has neither)."""
+    base: dict[str, Any] = {**known, **(row or {})}
     if state is not None:
         base.update(rollout_id=state.rollout_id, candidate_version=state.candidate_version, status=state.status,
                     stage=state.stage, previous_version=state.previous_version,
@@ -54,8 +57,7 @@ async def start_rollout(body: RolloutRequest, caller: RolloutDriver, rollouts: R
         raise HTTPException(422, str(exc)) from None
     except RolloutRefused as exc:
         raise _refused(exc) from None
-    return _rollout(rollout_id, None, None, settings).model_copy(
-        update={"candidate_version": body.candidate_version, "status": "running"})
+    return _rollout(rollout_id, None, None, settings, candidate_version=body.candidate_version, status="running")
 
 
 @router.get("", response_model=RolloutList, summary="Rollouts, newest first")
