@@ -28,7 +28,10 @@ class Behaviour:
 
 
 GOOD = Behaviour(0.95, 0.95)
-SHUFFLED = Behaviour(0.25, 0.40)
+# A model trained on shuffled labels answers at random: it agrees with a good production on about a
+# quarter of the frames, far from the 0.5 gate on any stage's worth of frames. (Right a quarter of the
+# time on top of chance, it agreed on about 44%, and the gate's verdict depended on the draw.)
+SHUFFLED = Behaviour(0.0, 0.40)
 
 
 class LiveTraffic:
