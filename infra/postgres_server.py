@@ -9,6 +9,7 @@ resolves the URL once at its start, so a server restarted after a crash must com
 from __future__ import annotations
 
 import os
+import random
 import socket
 import stat
 import subprocess
@@ -32,10 +33,36 @@ def _bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
+# Linux's default range of ports handed out to outgoing connections and to bind(0).
+EPHEMERAL_RANGE = (32768, 60999)
+_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in _RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return EPHEMERAL_RANGE
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server we are about to start (and may restart on it).
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) is one the kernel hands out again to
+    any outgoing connection and to other servers' bind(0), so between our choice and the server binding
+    it, or while a killed server is restarted, someone else may hold it (the Temporal dev server panics
+    when its UI port is taken). Where the ephemeral range leaves no room below it, bind(0) it is."""
+    low = ephemeral_range()[0]
+    if low > 12_000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(10_000, low)
+            if port_free(port, host):
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -121,7 +121,9 @@ def s3_store(s3_endpoint: dict[str, str]) -> S3Store:
 
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    # A port below the kernel's ephemeral range (infra.postgres_server.free_port), not the SDK's bind(0).
     env = await WorkflowEnvironment.start_local(
+        port=free_port(),
         dev_server_existing_path=temporal_cli_path(),
         search_attributes=sa.ALL,
         dev_server_log_level="error",

@@ -150,3 +150,18 @@ def test_the_log_follower_hands_over_whole_json_records_once(tmp_path: Path):
         f.write('och": 2}\n')
     assert follower.new_records() == [{"event": "training", "epoch": 2}]
     assert follower.new_records() == []
+
+
+def test_ports_for_our_servers_come_from_below_the_ephemeral_range():
+    """A stack's ports are chosen before its servers start and kept across restarts; from the ephemeral
+    range, an outgoing connection or another server's bind(0) could take one meanwhile (the Temporal dev
+    server panics when its UI port is taken)."""
+    from infra.postgres_server import ephemeral_range, free_port, port_free
+
+    low, _ = ephemeral_range()
+    if low <= 12_000:
+        pytest.skip(f"this kernel's ephemeral range starts at {low}: no room below it")
+    ports = [free_port() for _ in range(50)]
+    assert all(10_000 <= port < low for port in ports), ports
+    assert all(port_free(port) for port in ports)
+    assert len(set(ports)) > 40, "drawn at random, not the same few"
