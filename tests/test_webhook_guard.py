@@ -1,11 +1,17 @@
 """The webhook address guard (infra.outbound_addresses), without a connection to anything: the address
 classifier on every kind of non-public address, resolution through a stand-in resolver (or the system's
-for `localhost`, which this machine answers itself), the operator's allow-list, and the pinned request."""
+for `localhost`, which this machine answers itself), the operator's allow-list, and the pinned request.
+
+The addresses below are values handed to a classifier, never destinations: nothing here opens a
+connection, and the autouse `no_connections_leave_this_machine` fixture makes that a guarantee rather
+than a promise (any connect to a non-loopback address fails the test before a packet is sent)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from typing import Any
 
 import pytest
 
@@ -21,6 +27,23 @@ from infra.settings import Settings
 
 PUBLIC_ONLY = AddressPolicy()
 LOOPBACK = AddressPolicy.allowing(["127.0.0.0/8", "::1/128"])
+
+
+@pytest.fixture(autouse=True)
+def no_connections_leave_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket connect in these tests must go to a loopback address (asyncio connects through the
+    same methods); anything else fails here, before a packet leaves."""
+    def guarded(original: Any) -> Any:
+        def connect(sock: socket.socket, address: Any) -> Any:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                host = address[0].split("%")[0]
+                assert ipaddress.ip_address(host).is_loopback, f"a test tried to connect to {host}"
+            return original(sock, address)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(socket.socket.connect_ex))
 
 
 @pytest.mark.parametrize(("address", "kind"), [
