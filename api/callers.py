@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from api.auth import Principal, require_roles, require_roles_or_session
+from workflows.rollout_types import ROLLOUT_DRIVERS, ROLLOUT_STOPPERS
 
 # Backend teams submit batches and camera frames.
 INGESTERS = ("ingest",)
@@ -28,9 +29,8 @@ MODEL_READERS = ("ml-engineer", "ops")
 RETRAINING_READERS = ("ml-engineer", "ops")
 RETRAINERS = ("ml-engineer",)
 # Rollouts: ML engineers start, approve and resume them; ops may also stop one (pause, abort, roll back).
+# The driver and stopper roles are the rollout workflow's own, which its updates check again.
 ROLLOUT_READERS = ("ml-engineer", "ops")
-ROLLOUT_DRIVERS = ("ml-engineer",)
-ROLLOUT_STOPPERS = ("ml-engineer", "ops")
 
 IngestCaller = Annotated[Principal, Depends(require_roles(*INGESTERS))]
 BatchReader = Annotated[Principal, Depends(require_roles(*BATCH_READERS))]

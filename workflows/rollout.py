@@ -22,11 +22,12 @@ from workflows.alert_delivery import start_webhook_delivery
 from workflows.failures import RolloutRefusal
 from workflows.policies import DB_RETRY, DB_TIMEOUT
 from workflows.rollout_types import (
-    APPROVE_ROLES,
+    ADMIN_ROLE,
     FINISHED,
     ROLLED_BACK_EVENT,
+    ROLLOUT_DRIVERS,
+    ROLLOUT_STOPPERS,
     STATE_QUERY,
-    STOP_ROLES,
     WORKFLOW_NAME,
     AliasMoveInput,
     ApplyStageInput,
@@ -70,8 +71,9 @@ class ModelRolloutWorkflow:
         if self._state.status in FINISHED or self._stop is not None:
             raise RolloutRefusal.NOT_RUNNING.error(
                 f"rollout {self._state.rollout_id} is {self._stop[0] if self._stop else self._state.status}")
-        if action.role and action.role not in roles:
-            raise RolloutRefusal.FORBIDDEN.error(f"role {action.role!r} may not do this; it needs {', '.join(roles)}")
+        if action.role and action.role != ADMIN_ROLE and action.role not in roles:
+            raise RolloutRefusal.FORBIDDEN.error(
+                f"role {action.role!r} may not do this; it needs {', '.join((*roles, ADMIN_ROLE))}")
 
     @workflow.update
     def approve(self, action: RolloutAction) -> RolloutState:
@@ -81,7 +83,7 @@ class ModelRolloutWorkflow:
 
     @approve.validator
     def _check_approve(self, action: RolloutAction) -> None:
-        self._check_open(action, APPROVE_ROLES)
+        self._check_open(action, ROLLOUT_DRIVERS)
         if not self._input.require_approval:
             raise RolloutRefusal.APPROVAL_NOT_REQUIRED.error("this rollout promotes without a manual approval")
 
@@ -94,7 +96,7 @@ class ModelRolloutWorkflow:
 
     @pause.validator
     def _check_pause(self, action: RolloutAction) -> None:
-        self._check_open(action, STOP_ROLES)
+        self._check_open(action, ROLLOUT_STOPPERS)
         if self._state.paused:
             raise RolloutRefusal.ALREADY_PAUSED.error(f"rollout {self._state.rollout_id} is paused already")
 
@@ -108,7 +110,7 @@ class ModelRolloutWorkflow:
 
     @resume.validator
     def _check_resume(self, action: RolloutAction) -> None:
-        self._check_open(action, APPROVE_ROLES)
+        self._check_open(action, ROLLOUT_DRIVERS)
         if not self._state.paused:
             raise RolloutRefusal.NOT_PAUSED.error(f"rollout {self._state.rollout_id} is not paused")
 
@@ -120,7 +122,7 @@ class ModelRolloutWorkflow:
 
     @abort.validator
     def _check_abort(self, action: RolloutAction) -> None:
-        self._check_open(action, STOP_ROLES)
+        self._check_open(action, ROLLOUT_STOPPERS)
 
     @workflow.update
     def rollback(self, action: RolloutAction) -> RolloutState:
@@ -130,7 +132,7 @@ class ModelRolloutWorkflow:
 
     @rollback.validator
     def _check_rollback(self, action: RolloutAction) -> None:
-        self._check_open(action, STOP_ROLES)
+        self._check_open(action, ROLLOUT_STOPPERS)
 
     # ---- the run ----
 

@@ -12,9 +12,12 @@ WORKFLOW_NAME = "ModelRolloutWorkflow"
 STATE_QUERY = "state"
 ROLLED_BACK_EVENT = "rollout.rolled_back"
 
-# Who may act on a rollout (api.auth roles): ML engineers everything; ops may stop one, not advance it.
-APPROVE_ROLES = ("ml-engineer", "admin")
-STOP_ROLES = ("ml-engineer", "ops", "admin")
+# Who may act on a rollout (api.auth roles; admin may do anything): ML engineers everything; ops may stop
+# one, not advance it. The workflow's update validators and the API's route guards (api.callers) both
+# read these.
+ROLLOUT_DRIVERS = ("ml-engineer",)
+ROLLOUT_STOPPERS = ("ml-engineer", "ops")
+ADMIN_ROLE = "admin"
 
 
 def rollout_workflow_id(candidate_version: str) -> str:
@@ -79,8 +82,10 @@ class RolloutInput:
 def plan_from(candidate_version: str, defaults: dict[str, Any], requested_by: str = "", reason: str = "",
               **overrides: Any) -> RolloutInput:
     """A rollout's input from settings' defaults (infra.settings.Settings.rollout_defaults) and a
-    request's overrides (any of the same keys; None keeps the default)."""
+    request's overrides (any of the same keys; None keeps the default; thresholds merge by name)."""
     v = {**defaults, **{k: o for k, o in overrides.items() if o is not None}}
+    # A request's thresholds change the settings' ones named, and keep the rest.
+    v["thresholds"] = {**defaults.get("thresholds", {}), **(overrides.get("thresholds") or {})}
     stages = ([Stage(StageKind.SHADOW, float(v["shadow_share"]), int(v["min_frames"]), float(v["min_duration_s"]))]
               if float(v["shadow_share"]) > 0 else [])
     stages += [Stage(StageKind.CANARY, float(share), int(v["min_frames"]), float(v["min_duration_s"]))
