@@ -82,9 +82,10 @@ class InferenceActivities:
         async with self.pool.connection() as conn, conn.transaction():
             await batches.mark_running(conn, input.batch_id, activity.info().workflow_run_id)
             await frames.record_validation(conn, outcomes)
-            await predictions.upsert(conn, rows_out)
+            # Exactly this attempt's answers: one that died before may have met another split.
+            await predictions.replace_of_frames(conn, list(keys), rows_out)
             # The shadow's answers are kept apart and never routed; failures feed the rollout's gates.
-            await shadow_predictions.upsert(conn, [shadow_predictions.ShadowPrediction(
+            await shadow_predictions.replace_of_frames(conn, list(keys), [shadow_predictions.ShadowPrediction(
                 s.frame_id, s.model_version, s.label, round(s.confidence, 4),
                 None if s.novelty is None else round(s.novelty, 4), s.unfamiliar, s.infer_ms)
                 for s in response.shadow_predictions])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.db import DbConnection
+from infra.tables.predictions import keep_only
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,13 @@ class ShadowPrediction:
     novelty: float | None
     unfamiliar: bool
     infer_ms: float | None
+
+
+async def replace_of_frames(conn: DbConnection, frame_ids: Sequence[str], rows: Sequence[ShadowPrediction]) -> None:
+    """The shadow's answers for these frames become exactly `rows` (as infra.tables.predictions.
+    replace_of_frames: an attempt that died, under another split, leaves nothing behind)."""
+    await keep_only(conn, "shadow_predictions", frame_ids, [(r.frame_id, r.model_version) for r in rows])
+    await upsert(conn, rows)
 
 
 async def upsert(conn: DbConnection, rows: Sequence[ShadowPrediction]) -> None:
