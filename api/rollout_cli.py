@@ -88,6 +88,19 @@ def _run(work: Callable[[RolloutService], Awaitable[int]]) -> None:
     raise typer.Exit(asyncio.run(main()))
 
 
+def _thresholds(pairs: list[str]) -> dict[str, float] | None:
+    """`--threshold name=value` options as the plan's threshold overrides (None: the settings' own);
+    an unknown name is refused by the plan itself, with the names it knows."""
+    found: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            found[name.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=NUMBER", param_hint="--threshold") from None
+    return found or None
+
+
 @rollout_app.command("start")
 def start(candidate: str = typer.Argument(..., help="the version to roll out, e.g. v2"),
           reason: str = typer.Option("", "--reason"),
@@ -95,12 +108,17 @@ def start(candidate: str = typer.Argument(..., help="the version to roll out, e.
           canary: list[float] = typer.Option(None, "--canary", help="a canary share; repeat for steps"),
           min_frames: int = typer.Option(None, "--min-frames", min=1),
           min_duration_s: float = typer.Option(None, "--min-duration-s", min=0.0),
+          poll_interval_s: float = typer.Option(None, "--poll-interval-s", min=0.1,
+                                                help="how often a stage's figures are read"),
+          threshold: list[str] = typer.Option(None, "--threshold", metavar="NAME=VALUE",
+                                              help="a gate threshold to change, e.g. min_agreement=0.6; repeatable"),
           require_approval: bool = typer.Option(None, "--require-approval/--no-approval"),
           wait: bool = typer.Option(False, "--follow", help="print stages and gates until it finishes")) -> None:
     """Start a rollout of CANDIDATE with the settings' plan (options override it)."""
     overrides: dict[str, Any] = {"shadow_share": shadow_share, "canary_steps": canary or None,
                                  "min_frames": min_frames, "min_duration_s": min_duration_s,
-                                 "require_approval": require_approval}
+                                 "poll_interval_s": poll_interval_s, "require_approval": require_approval,
+                                 "thresholds": _thresholds(threshold or [])}
 
     async def work(service: RolloutService) -> int:
         rollout_id = await service.start(candidate, overrides, _operator(), cli_actor(), reason)

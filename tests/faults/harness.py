@@ -18,17 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from infra.db import DbPool
 from infra.postgres_server import LocalPostgres, free_port
 from infra.processes import alive
 from infra.settings import Settings
 from infra.stack_urls import postgres_dir
+from infra.tables.api_keys import create_key
 from tests.polling import wait_until
 from workflows.batch_types import batch_workflow_id
 
@@ -200,3 +204,13 @@ class Ingest:
         await self.submit(camera, key, files)
         await self.resubmit([(camera, key)] if (camera, key) in self.pending else [], timeout)
         return batch_workflow_id(camera, key)
+
+
+@asynccontextmanager
+async def ingesting(stack: FaultStack, pool: DbPool, site_prefix: str) -> AsyncIterator[Ingest]:
+    """An `Ingest` of the stack's API under an ingest key of its own, on a new site."""
+    async with pool.connection() as conn:
+        key = (await create_key(conn, f"fault suite {site_prefix}", "ingest")).raw_key
+    async with httpx.AsyncClient(base_url=stack.settings.resolved_api_url, timeout=120,
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        yield Ingest(http, site_id=f"{site_prefix}-{uuid.uuid4().hex[:6]}")

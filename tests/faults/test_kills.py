@@ -19,16 +19,13 @@ import asyncio
 import os
 import random
 import time
-import uuid
 
-import httpx
 import pytest
 from temporalio.client import Client
 
 from bench.ingest import Load
 from infra.db import DbPool, open_pool
 from infra.stack_urls import database_url
-from infra.tables.api_keys import create_key
 from infra.temporal import connect
 from tests.faults.checks import (
     check_batches,
@@ -38,7 +35,7 @@ from tests.faults.checks import (
     reviews_consistent,
     settled,
 )
-from tests.faults.harness import PARTS, REPORT, FaultStack, Files, Ingest, Kill
+from tests.faults.harness import PARTS, REPORT, FaultStack, Files, Ingest, Kill, ingesting
 from tests.polling import eventually
 from vision.camera import NORMAL, Conditions, generate_frames
 
@@ -123,11 +120,7 @@ async def test_every_part_killed_under_load_comes_back_with_nothing_lost(fault_s
     # The suite's own clients live through every kill too: this pool reconnects, the Temporal client too.
     temporal = await connect(stack.settings.temporal_address, stack.settings.temporal_namespace)
     async with open_pool(url) as pool:
-        async with pool.connection() as conn:
-            key = (await create_key(conn, "fault suite", "ingest")).raw_key
-        async with httpx.AsyncClient(base_url=stack.settings.resolved_api_url, timeout=120,
-                                     headers={"Authorization": f"Bearer {key}"}) as http:
-            ingest = Ingest(http, site_id=f"faults-{uuid.uuid4().hex[:6]}")
+        async with ingesting(stack, pool, "faults") as ingest:
             for n, part in enumerate(schedule):
                 first_postgres = part == "postgres" and "postgres" not in {k.part for k in kills}
                 kills.append(await kill_under_load(stack, ingest, pool, temporal, frames, n, part,
