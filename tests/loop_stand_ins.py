@@ -1,5 +1,5 @@
-"""Workflows and activities that stand in for the loop's real ones in the drift-policy tests, kept out of
-the test modules so Temporal's sandbox imports only this small file when it loads them."""
+"""Workflows and activities that stand in for the loop's real ones in the drift-policy and hand-off
+tests, kept out of the test modules so Temporal's sandbox imports only this small file when it loads them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,26 @@ from workflows.drift_types import (
     RecordDecisionInput,
     RunDriftCheckInput,
 )
-from workflows.retraining_types import WORKFLOW_NAME, RetrainingInput, SnapshotPlan, TrainingParams
+from workflows.retraining_types import (
+    WORKFLOW_NAME,
+    EvaluateInput,
+    Evaluation,
+    FinishRunInput,
+    HandOffInput,
+    MaterializeSnapshotInput,
+    RegisterCandidateInput,
+    RegisteredCandidate,
+    RetrainingInput,
+    RunStarted,
+    SnapshotPlan,
+    SnapshotSummary,
+    StartRunInput,
+    TrainCandidateInput,
+    TrainedCandidate,
+    TrainingParams,
+)
+from workflows.rollout_types import WORKFLOW_NAME as ROLLOUT_WORKFLOW
+from workflows.rollout_types import RolloutInput
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -65,3 +84,58 @@ class ScriptedDriftPolicy:
 
     def decided_at(self, i: int) -> datetime:
         return datetime.fromisoformat(self.decisions[i].decided_at)
+
+
+@workflow.defn(name=ROLLOUT_WORKFLOW)
+class WaitingRolloutWorkflow:
+    """Registered under ModelRolloutWorkflow's name: a rollout that waits until it is cancelled, so a
+    test can see it run after the retraining that started it has finished."""
+
+    @workflow.run
+    async def run(self, input: RolloutInput) -> str:
+        await workflow.wait_condition(lambda: False)
+        return input.candidate_version
+
+
+class ScriptedRetraining:
+    """RetrainingWorkflow's activities, scripted: a candidate `version` whose accuracy on the reviewed
+    frames is `candidate_accuracy` against production's 0.5; what reaches the records is kept."""
+
+    def __init__(self, version: str, candidate_accuracy: float) -> None:
+        self.version = version
+        self.candidate_accuracy = candidate_accuracy
+        self.handed_off: list[HandOffInput] = []
+        self.finished: list[FinishRunInput] = []
+
+    def activities(self) -> list:
+        @activity.defn(name="start_retraining_run")
+        async def start_retraining_run(input: StartRunInput) -> RunStarted:
+            return RunStarted("v1")
+
+        @activity.defn(name="materialize_snapshot")
+        async def materialize_snapshot(input: MaterializeSnapshotInput) -> SnapshotSummary:
+            return SnapshotSummary(input.plan.snapshot_id, "datasets/x/manifest.json", "0" * 64, {})
+
+        @activity.defn(name="train_candidate")
+        async def train_candidate(input: TrainCandidateInput) -> TrainedCandidate:
+            return TrainedCandidate(f"training/{input.run_id}/result", 2, 0, 0.1)
+
+        @activity.defn(name="evaluate_candidate")
+        async def evaluate_candidate(input: EvaluateInput) -> Evaluation:
+            return Evaluation("v1", {"reviewed_holdout": {"accuracy": self.candidate_accuracy, "frames": 40}},
+                              {"reviewed_holdout": {"accuracy": 0.5, "frames": 40}})
+
+        @activity.defn(name="register_candidate")
+        async def register_candidate(input: RegisterCandidateInput) -> RegisteredCandidate:
+            return RegisteredCandidate(self.version, f"models/{self.version}/manifest.json")
+
+        @activity.defn(name="hand_to_rollout")
+        async def hand_to_rollout(input: HandOffInput) -> None:
+            self.handed_off.append(input)
+
+        @activity.defn(name="finish_retraining_run")
+        async def finish_retraining_run(input: FinishRunInput) -> None:
+            self.finished.append(input)
+
+        return [start_retraining_run, materialize_snapshot, train_candidate, evaluate_candidate, register_candidate,
+                hand_to_rollout, finish_retraining_run]
