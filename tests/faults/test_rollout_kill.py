@@ -1,10 +1,15 @@
-"""A rollout driven with `sightline rollout` on the fault suite's stack, its worker SIGKILLed in the
-middle of a canary stage and brought back with `sightline up`: the aliases and the split stay
-consistent while it is away, the rollout picks up where it was and promotes, every alias and split
-change is recorded once, and every frame of the live traffic meanwhile has exactly one prediction,
-made by production or by the candidate. The candidate is the session's tiny model registered again
-under a new version, so its gates pass on their merits; the gate verdicts themselves are covered by
-tests/test_rollout.py."""
+"""Rollouts driven with `sightline rollout` on the fault suite's stack, through real serving, live
+batches and real models.
+
+- A candidate trained on shuffled labels is rolled back at the shadow gate by the settings' own
+  thresholds: production never moves and none of the candidate's answers is acted on.
+- A good candidate (the session's tiny model registered again under a new version, so its gates pass
+  on their merits), its worker SIGKILLed in the middle of a canary stage and brought back with
+  `sightline up`: the aliases and the split stay consistent while it is away, the rollout picks up
+  where it was and promotes, every alias and split change is recorded once, and every frame of the
+  live traffic meanwhile has exactly one prediction, made by production or by the candidate.
+
+Gate verdicts on scripted figures are tests/test_rollout.py."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench.ingest import Load
@@ -23,7 +29,9 @@ from infra.temporal import connect
 from tests.faults.checks import settled
 from tests.faults.harness import FaultStack, Ingest, ingesting, sightline
 from tests.polling import eventually
+from tests.serving_fixtures import TINY
 from vision.camera import NORMAL, generate_frames
+from vision.datasets import SplitArrays
 from vision.publishing import register_trained
 from vision.registry import ModelRegistry
 from vision.signatures import signer_from_settings
@@ -38,6 +46,34 @@ PLAN = ["--shadow-share", "0.5", "--canary", "0.25", "--canary", "0.5", "--min-f
         # The same weights answer both sides, so these rates differ only by which frames each side saw;
         # on a few dozen frames that noise alone could fail a 0.15 margin. Agreement stays gated.
         "--threshold", "max_low_confidence_increase=1", "--threshold", "max_unfamiliar_increase=1"]
+
+
+def train_on_shuffled_labels() -> TrainingResult:
+    """The tiny model trained on the same generated frames with their training labels permuted: it has
+    learned nothing about defects."""
+    from vision import training
+
+    real = training.generated_splits
+
+    def shuffled(*args: Any, **kwargs: Any) -> dict[str, SplitArrays]:
+        splits = real(*args, **kwargs)
+        train = splits["train"]
+        splits["train"] = SplitArrays(train.x, np.random.default_rng(7).permutation(train.y), train.reviewed)
+        return splits
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "generated_splits", shuffled)
+        return training.train(TINY)
+
+
+def register(stack: FaultStack, registry: ModelRegistry, trained: TrainingResult) -> str:
+    """A new version of `trained`, signed with the stack's key (the one its serving trusts)."""
+    return register_trained(registry, store_from_settings(stack.settings), trained, created_by="fault suite",
+                            signer=signer_from_settings(stack.settings)).version
+
+
+def normal_frames() -> list[bytes]:
+    return [f.jpeg() for f in generate_frames("rollout", 16, seed=5, conditions=NORMAL)]
 
 
 @contextlib.asynccontextmanager
@@ -78,14 +114,53 @@ def split_of(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @pytest.mark.timeout(900)
+async def test_a_candidate_trained_on_shuffled_labels_is_rolled_back_at_the_shadow_gate(
+        fault_stack: FaultStack) -> None:
+    stack = fault_stack
+    url = database_url(stack.settings)
+    registry = ModelRegistry(url)
+    production = registry.aliases()["production"]
+    candidate = register(stack, registry, await asyncio.to_thread(train_on_shuffled_labels))
+    rollout_id = rollout_workflow_id(candidate)
+    # The settings' plan and gates; only short stages.
+    started = await asyncio.to_thread(sightline, stack.env, "rollout", "start", candidate, "--shadow-share", "0.5",
+                                      "--min-frames", "24", "--min-duration-s", "2", "--poll-interval-s", "0.5")
+    assert started.returncode == 0, f"{started.stdout}\n{started.stderr}"
+
+    temporal = await connect(stack.settings.temporal_address, stack.settings.temporal_namespace)
+    async with open_pool(url) as pool:
+        async with ingesting(stack, pool, "shuffled") as ingest:
+            async with live_traffic(ingest, normal_frames()):
+                handle = temporal.get_workflow_handle_for(ModelRolloutWorkflow.run, rollout_id)
+                result = await asyncio.wait_for(handle.result(), 300)
+            await ingest.resubmit_pending()
+        batch_ids = sorted(ingest.accepted)
+        await eventually(lambda: settled(pool, temporal, batch_ids, ingest.site_id), timeout=300, interval=0.5,
+                         message=f"all {len(batch_ids)} accepted batches to finish")
+        by_version = await one_prediction_per_frame(pool, batch_ids)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM shadow_predictions WHERE model_version = %s",
+                                     (candidate,))
+            shadowed = (await cur.fetchone() or {"n": 0})["n"]
+
+    assert result.status == RolloutStatus.ROLLED_BACK, f"{result.status}: {result.gates}"
+    assert [g.stage for g in result.gates] == ["shadow 50%"] and not result.gates[0].passed
+    failed = {c.name for c in result.gates[0].checks if not c.passed}
+    assert failed & {"agreement", "low_confidence_rate"}, result.gates[0].checks
+    assert registry.aliases()["production"] == production and registry.traffic().weights == ()
+    assert registry.traffic().shadow_version is None
+    # The candidate answered in the shadow only: kept apart, never a prediction a batch acted on.
+    assert shadowed >= 24 and set(by_version) == {production}, (shadowed, by_version)
+
+
+@pytest.mark.timeout(900)
 async def test_a_worker_killed_mid_rollout_leaves_the_aliases_consistent_and_the_rollout_finishes(
         fault_stack: FaultStack, trained_model: TrainingResult) -> None:
     stack = fault_stack
     url = database_url(stack.settings)
     registry = ModelRegistry(url)
     production = registry.aliases()["production"]
-    candidate = register_trained(registry, store_from_settings(stack.settings), trained_model,
-                                 created_by="fault suite", signer=signer_from_settings(stack.settings)).version
+    candidate = register(stack, registry, trained_model)
     rollout_id = rollout_workflow_id(candidate)
     history_before = len(registry.traffic_history())
 
@@ -96,7 +171,7 @@ async def test_a_worker_killed_mid_rollout_leaves_the_aliases_consistent_and_the
     again = await asyncio.to_thread(sightline, stack.env, "rollout", "start", candidate)
     assert again.returncode == 2 and "refused (409)" in again.stdout, f"{again.stdout}\n{again.stderr}"
 
-    frames = [f.jpeg() for f in generate_frames("rollout", 16, seed=5, conditions=NORMAL)]
+    frames = normal_frames()
     temporal = await connect(stack.settings.temporal_address, stack.settings.temporal_namespace)
     handle = temporal.get_workflow_handle_for(ModelRolloutWorkflow.run, rollout_id)
     async with open_pool(url) as pool:
