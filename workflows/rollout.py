@@ -208,7 +208,8 @@ class ModelRolloutWorkflow:
             self._state.current = metrics
             elapsed = (workflow.now() - started).total_seconds()
             if metrics.frames >= stage.min_frames and elapsed >= stage.min_duration_s and not self._stop:
-                gate = judge(stage, metrics, self._input.thresholds, workflow.now().isoformat())
+                gate = judge(stage, metrics, self._input.thresholds, workflow.now().isoformat(),
+                             reviews_overrule_agreement=workflow.patched("reviews-overrule-agreement"))
                 self._state.gates.append(gate)
                 await self._record()
                 return gate

@@ -146,14 +146,28 @@ class GateResult:
                          if not c.passed and c.value is not None)
 
 
-def judge(stage: Stage, m: StageMetrics, t: GateThresholds, judged_at: str) -> GateResult:
-    """A stage's gates from its figures: each check passes, or the stage fails and the rollout rolls back."""
+def reviewers_side_with_candidate(m: StageMetrics, t: GateThresholds) -> bool:
+    """Whether enough of the candidate's frames were labelled and reviewers corrected it less often than
+    production over the same stage."""
+    return (m.labelled >= t.min_labels and m.correction_rate is not None
+            and m.production_correction_rate is not None and m.correction_rate < m.production_correction_rate)
+
+
+def judge(stage: Stage, m: StageMetrics, t: GateThresholds, judged_at: str,
+          reviews_overrule_agreement: bool = True) -> GateResult:
+    """A stage's gates from its figures: each check passes, or the stage fails and the rollout rolls back.
+
+    Disagreeing with production fails the shadow stage unless the reviewers side with the candidate: a
+    model retrained after drift disagrees with the drifted production by design, and the labels say which
+    of the two is right. (`reviews_overrule_agreement` False: the rule of rollouts begun before it.)"""
     checks = [GateCheck("error_rate", m.error_rate, t.max_error_rate, m.error_rate <= t.max_error_rate)]
     if m.p95_infer_ms is not None:
         checks.append(GateCheck("p95_infer_ms", m.p95_infer_ms, t.max_p95_infer_ms,
                                 m.p95_infer_ms <= t.max_p95_infer_ms))
     if stage.kind == StageKind.SHADOW and m.agreement is not None:
-        checks.append(GateCheck("agreement", m.agreement, t.min_agreement, m.agreement >= t.min_agreement))
+        overruled = reviews_overrule_agreement and reviewers_side_with_candidate(m, t)
+        checks.append(GateCheck("agreement", m.agreement, t.min_agreement,
+                                m.agreement >= t.min_agreement or overruled))
     for name, mine, theirs, margin in (
             ("unfamiliar_rate", m.unfamiliar_rate, m.production_unfamiliar_rate, t.max_unfamiliar_increase),
             ("low_confidence_rate", m.low_confidence_rate, m.production_low_confidence_rate,
