@@ -150,7 +150,9 @@ def rollout_plan(stage_frames: int) -> dict[str, Any]:
     return {
         "reason": "closed loop: retrained after drift", "shadow_share": 0.5, "canary_steps": [0.25, 0.5],
         "min_frames": stage_frames, "min_duration_s": 0, "poll_interval_s": 2,
-        # A model retrained for a shifted line disagrees with the drifted production by design; the
-        # reviewers' correction rate and the unfamiliar and low-confidence rates are the gates that matter.
+        # A model retrained for a shifted line disagrees with the drifted production by design. The
+        # default gate lets the reviewers overrule that once they have labelled enough of the candidate's
+        # frames; a story told in minutes judges its stages before they catch up, so agreement is off
+        # here and the correction, unfamiliar and low-confidence rates decide.
         "thresholds": {"min_agreement": 0.0},
     }
