@@ -274,13 +274,18 @@ def report(result: SizeResult) -> None:
           + f"; total {total:.0f} ({total / result.frames:.2f} ms per frame)")
 
 
-async def run(sizes: list[int], clients: int, seconds: float) -> list[SizeResult]:
+def stack_and_frames() -> tuple[Settings, list[bytes]]:
+    """The running local stack's settings (or exit, saying how to start it) and the benchmark's camera frames."""
     settings = get_settings()
     try:
         httpx.get(f"{settings.resolved_api_url}/healthz", timeout=5).raise_for_status()
     except httpx.HTTPError:
         raise SystemExit("the local stack is not up: run `make up` first") from None
-    frames = [f.jpeg() for f in generate_frames("bench", 64, seed=7, conditions=NORMAL)]
+    return settings, [f.jpeg() for f in generate_frames("bench", 64, seed=7, conditions=NORMAL)]
+
+
+async def run(sizes: list[int], clients: int, seconds: float) -> list[SizeResult]:
+    settings, frames = stack_and_frames()
     stack = Stack(settings)
     await stack.open()
     port = free_port()
