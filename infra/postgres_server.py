@@ -52,7 +52,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     Chosen below the kernel's ephemeral range: a port from bind(0) is one the kernel hands out again to
     any outgoing connection and to other servers' bind(0), so between our choice and the server binding
     it, or while a killed server is restarted, someone else may hold it (the Temporal dev server panics
-    when its UI port is taken). Where the ephemeral range leaves no room below it, bind(0) it is."""
+    when a port it was given is taken). Where the ephemeral range leaves no room below it, bind(0) it is."""
     low = ephemeral_range()[0]
     if low > 12_000:
         rng = random.SystemRandom()

@@ -1,12 +1,14 @@
 """Waiting for something to become true with a deadline, never a fixed sleep: the one polling helper
-of the suite, for async predicates (`eventually`) and plain ones (`wait_until`)."""
+of the suite, for async predicates (`eventually`) and plain ones (`wait_until`); and `in_background`,
+for load that runs while a test waits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -38,3 +40,15 @@ def wait_until(fn: Callable[[], T | None], timeout: float = 30.0, message: str =
             return value
         _expired(deadline, timeout, message)
         time.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """Run `work` as a task for as long as the block runs, then cancel it and wait for it to stop."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -9,12 +9,13 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from psycopg.types.json import Jsonb
 
 from infra.db import DbPool
+from tests.polling import in_background
 from vision.registry import ModelRegistry
 
 CLASSES = ("ok", "scratch", "dent", "stain")
@@ -88,10 +89,5 @@ class LiveTraffic:
                 await self.record_batch()
                 await asyncio.sleep(self.interval)  # the pace of a camera, not a synchronisation
 
-        task = asyncio.create_task(loop())
-        try:
+        async with in_background(loop()):
             yield self
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from infra.db import DbConnection, Row
@@ -51,17 +49,11 @@ async def replace_of_frames(conn: DbConnection, frame_ids: Sequence[str], rows: 
     died may get another version for a frame than the attempt that died (the split or the production
     alias moved in between); that attempt's rows were never acted on, so they go, and each frame keeps
     the one prediction its batch routed on."""
-    await keep_only(conn, "predictions", frame_ids, [(r.frame_id, r.model_version) for r in rows])
-    await upsert(conn, rows)
-
-
-async def keep_only(conn: DbConnection, table: Literal["predictions", "shadow_predictions"],
-                    frame_ids: Sequence[str], keep: Sequence[tuple[str, str]]) -> None:
-    """Delete the rows of these frames in `table` but the (frame, version) pairs in `keep`."""
     await conn.execute(
-        sql.SQL("DELETE FROM {} t WHERE t.frame_id = ANY(%s) AND (t.frame_id, t.model_version)"
-                " NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))").format(sql.Identifier(table)),
-        (list(frame_ids), [f for f, _ in keep], [v for _, v in keep]))
+        "DELETE FROM predictions t WHERE t.frame_id = ANY(%s) AND (t.frame_id, t.model_version)"
+        " NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (list(frame_ids), [r.frame_id for r in rows], [r.model_version for r in rows]))
+    await upsert(conn, rows)
 
 
 async def of_frame(conn: DbConnection, frame_id: str) -> list[Row]:

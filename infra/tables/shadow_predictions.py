@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infra.db import DbConnection
-from infra.tables.predictions import keep_only
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,10 @@ class ShadowPrediction:
 async def replace_of_frames(conn: DbConnection, frame_ids: Sequence[str], rows: Sequence[ShadowPrediction]) -> None:
     """The shadow's answers for these frames become exactly `rows` (as infra.tables.predictions.
     replace_of_frames: an attempt that died, under another split, leaves nothing behind)."""
-    await keep_only(conn, "shadow_predictions", frame_ids, [(r.frame_id, r.model_version) for r in rows])
+    await conn.execute(
+        "DELETE FROM shadow_predictions t WHERE t.frame_id = ANY(%s) AND (t.frame_id, t.model_version)"
+        " NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (list(frame_ids), [r.frame_id for r in rows], [r.model_version for r in rows]))
     await upsert(conn, rows)
 
 

@@ -28,7 +28,7 @@ from infra.store import store_from_settings
 from infra.temporal import connect
 from tests.faults.checks import settled
 from tests.faults.harness import FaultStack, Ingest, ingesting, sightline
-from tests.polling import eventually
+from tests.polling import eventually, in_background
 from tests.serving_fixtures import TINY
 from vision.camera import NORMAL, generate_frames
 from vision.datasets import SplitArrays
@@ -84,13 +84,8 @@ async def live_traffic(ingest: Ingest, frames: list[bytes]) -> AsyncIterator[Non
         for n in range(10_000):
             await Load(frames, 8, 2, 3.0, seed=100 + n).run(ingest.sender(f"{ingest.site_id}-{n:04d}"))
 
-    task = asyncio.create_task(loop())
-    try:
+    async with in_background(loop()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def one_prediction_per_frame(pool: DbPool, batch_ids: list[str]) -> dict[str, int]:
