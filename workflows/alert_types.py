@@ -1,8 +1,6 @@
 """Dataclasses of webhook alert delivery. Secrets never travel here: a delivery names its subscription,
 and the activity reads the secret from Postgres."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 WEBHOOK_DELIVERY_WORKFLOW = "WebhookDeliveryWorkflow"

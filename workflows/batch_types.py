@@ -1,8 +1,6 @@
 """Dataclasses FrameBatchWorkflow and its activities exchange. Frames travel as object keys only:
 their bytes stay in the object store, so a batch's history stays small whatever the frame size."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -152,6 +150,13 @@ class CloseBatchInput:
 
 
 @dataclass
+class FrameOutcome:
+    frame_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+@dataclass
 class FrameBatchResult:
     batch_id: str
     status: str
@@ -164,13 +169,6 @@ class FrameBatchResult:
     sent_to_review: int = 0
     defects: int = 0
     unfamiliar: int = 0
-
-
-@dataclass
-class FrameOutcome:
-    frame_id: str
-    accepted: bool
-    reason: str | None = None
 
 
 @dataclass

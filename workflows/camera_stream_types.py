@@ -1,8 +1,6 @@
 """Dataclasses of CameraStreamWorkflow: the frames a live camera signals, and the stream's own state,
 which travels through continue-as-new in its input."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 from workflows.batch_types import SEPARATOR, FrameBatchInput

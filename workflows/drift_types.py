@@ -2,8 +2,6 @@
 drift, retrain when enough new reviewed labels exist and the last retraining is older than a cooldown;
 otherwise notify (`drift.detected`) and wait for labels."""
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,7 +141,7 @@ class DriftCheckResult:
     reason: str | None = None
     retraining_workflow_id: str | None = None
     webhook_workflow_id: str | None = None
-    sites: list[DriftCheckResult] = field(default_factory=list)  # a sweep: one per site checked
+    sites: list["DriftCheckResult"] = field(default_factory=list)  # a sweep: one per site checked
 
 
 def decide(labels_available: int, min_new_labels: int, last_retraining_at: datetime | None, now: datetime,

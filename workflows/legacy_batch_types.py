@@ -2,8 +2,6 @@
 record predictions, complete). Kept for batches started on that code: they replay and finish on it.
 Remove with the legacy branch (workflows/frame_batch_legacy.py)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 from workflows.batch_types import FrameOutcome, SubmittedFrame

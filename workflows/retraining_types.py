@@ -2,8 +2,6 @@
 rule that decides whether a candidate beats production. Frames never travel here: a snapshot is named
 by its id and its plan's object key, a candidate by the object keys of what training wrote."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from enum import StrEnum
 

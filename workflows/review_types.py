@@ -1,8 +1,6 @@
 """Dataclasses ReviewTaskWorkflow, its activities and the API exchange, and the pure rules they share
 (workflow ids, priority levels, who may claim or decide). Frames travel as object keys only."""
 
-from __future__ import annotations
-
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -89,6 +87,11 @@ class ReviewTaskInput:
     sla_seconds: float | None = None
     claim_lease_seconds: float | None = None
     escalation_webhook_url: str | None = None
+    # Every task started since reviews wrote through local activities has this set (start_review_task
+    # does). A task started before has no such field in its input, so it decodes as False and replays
+    # and goes on with regular activities: the branch is decided by the input in the history, which
+    # costs no marker event the way workflow.patched() would.
+    local_db_writes: bool = False
 
 
 @dataclass

@@ -2,8 +2,6 @@
 stage's gates. Frames never travel here: a stage is judged from figures an activity computes from the
 recorded predictions."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
