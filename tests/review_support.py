@@ -24,6 +24,7 @@ def review_input(batch_id: str | None = None, position: int = 0, **overrides: An
         classes=list(CLASSES),
         priority="normal",
         reviews_required=1,
+        local_db_writes=True,  # as start_review_task starts every task now
     )
     values.update(overrides)
     return ReviewTaskInput(**values)

