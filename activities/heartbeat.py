@@ -12,13 +12,15 @@ from temporalio import activity
 
 @contextlib.asynccontextmanager
 async def heartbeating(every_s: float = 5.0) -> AsyncIterator[None]:
-    """Heartbeat every `every_s` seconds for as long as the block runs (the SDK throttles what reaches
-    the server, so a short block costs nothing)."""
+    """Heartbeat every `every_s` seconds for as long as the block runs, the first after `every_s`: the
+    SDK sends a first heartbeat to the server at once (only later ones are throttled), and a block
+    that ends within seconds, as a classification does, needs none. The heartbeat timeout must leave
+    room for that first interval."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(every_s)
+            activity.heartbeat()
 
     ticker = asyncio.create_task(beat())
     try:
