@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,6 +55,12 @@ def test_up_twice_status_and_down(env):
     assert httpx.get(f"http://127.0.0.1:{env['SIGHTLINE_API_PORT']}/healthz").json() == {"status": "ok"}
     assert httpx.get(env["SIGHTLINE_TEMPORAL_UI_URL"]).status_code == 200
     assert httpx.get(f"{env['SIGHTLINE_SERVING_URL']}/healthz").status_code == 200
+    # Temporal's SQLite runs with a write-ahead log (infra.stack.SQLITE_PRAGMAS): the mode is kept in the file.
+    temporal_db = sqlite3.connect(Path(env["SIGHTLINE_DATA_DIR"]) / "temporal.db")
+    try:
+        assert temporal_db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        temporal_db.close()
 
     again = sightline(env, "up")
     assert again.returncode == 0
