@@ -39,6 +39,14 @@ def _use_token(settings: Settings) -> None:
     Config.initialize("")
 
 
+# Ray Serve's housekeeping, which every process of a head started here inherits from this one's
+# environment: the controller's reconcile loop every second rather than ten times a second, and replica
+# metrics exported every two seconds rather than every 100 ms. On 2 cores an idle application cost
+# 136 ms of CPU per second with the defaults, 88 with these; a replica that dies is still replaced
+# within a second or so of its health check failing. An operator's own values win.
+SERVE_HOUSEKEEPING = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "2000"}
+
+
 def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address`, or start a new local head whose files live in `temp_dir`."""
     import ray
@@ -48,6 +56,8 @@ def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | No
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     else:
+        for name, value in SERVE_HOUSEKEEPING.items():
+            os.environ.setdefault(name, value)
         # worker_niceness 0: Ray starts workers at nice 15 by default, which lets any other process on
         # the host starve the Serve replicas; here the replicas are the service.
         # address="local": always a new head of our own, never some other Ray found running on the host.
