@@ -7,7 +7,7 @@ from typing import Any
 
 from infra.db import DbPool, Row
 from vision.camera import CLASSES
-from workflows.review_types import ReviewTaskInput
+from workflows.review_types import REVIEW_STEPS, ReviewTaskInput
 
 
 def review_input(batch_id: str | None = None, position: int = 0, **overrides: Any) -> ReviewTaskInput:
@@ -24,7 +24,7 @@ def review_input(batch_id: str | None = None, position: int = 0, **overrides: An
         classes=list(CLASSES),
         priority="normal",
         reviews_required=1,
-        local_db_writes=True,  # as start_review_task starts every task now
+        steps_version=REVIEW_STEPS,  # as start_review_task starts every task now
     )
     values.update(overrides)
     return ReviewTaskInput(**values)

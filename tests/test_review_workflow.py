@@ -23,8 +23,9 @@ from tests.polling import eventually
 from tests.review_support import fetch_all, fetch_one, insert_batch, review_input
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput, webhook_task_queue
-from workflows.review_task import ReviewTaskWorkflow, start_review_task
+from workflows.review_task import ReviewTaskWorkflow, opening_search_attributes, start_review_task
 from workflows.review_types import (
+    REVIEW_STEPS,
     ClaimRequest,
     DecisionRequest,
     ReleaseRequest,
@@ -39,8 +40,10 @@ def review_activities(pool, **settings) -> list:
 
 
 async def start(client, task_queue: str, input: ReviewTaskInput):
+    """As start_review_task starts a task from a batch, attributes included (tasks of steps 0 upsert their own)."""
     return await client.start_workflow(
-        ReviewTaskWorkflow.run, input, id=review_workflow_id(input.frame_id, input.reason), task_queue=task_queue
+        ReviewTaskWorkflow.run, input, id=review_workflow_id(input.frame_id, input.reason), task_queue=task_queue,
+        search_attributes=opening_search_attributes(input) if input.steps_version else None,
     )
 
 
@@ -115,7 +118,7 @@ async def test_claim_race_between_two_reviewers_has_one_winner(temporal_client, 
     assert decided.status == "decided" and decided.final_label == "dent"
     result = await handle.result()
     assert result.final_label == "dent" and result.corrected is True and result.escalated is False
-    await record_history(handle, "review_task_claim_decide_local_writes")
+    await record_history(handle, "review_task_claim_decide_steps1")
 
     labels = await fetch_all(db_pool, "SELECT * FROM review_labels WHERE review_id = %s", handle.id)
     assert len(labels) == 1
@@ -144,25 +147,37 @@ async def history_once_waiting(handle) -> list:
     return events if events[-1].event_type == EventType.EVENT_TYPE_TIMER_STARTED else []
 
 
-async def test_a_task_opens_in_one_workflow_task_with_local_writes(temporal_client, db_pool, task_queue,
-                                                                    review_worker):
-    """Policy read and queue row written by local activities: no activity goes through the task queue,
-    and opening costs one workflow task. A task started before (its input without the flag) keeps its
-    regular activities, which is what its history holds."""
+async def test_a_task_opens_in_one_workflow_task(temporal_client, db_pool, task_queue, review_worker):
+    """Steps 1: policy read and queue row written by local activities, attributes given at start: no
+    activity goes through the task queue, no attribute upsert, one workflow task to open. A task of
+    steps 0 (started before; its input has no such field) keeps its regular activities and upsert, which
+    is what its history holds. Both are findable by camera, site and status."""
     histories = {}
-    for local in (True, False):
-        input = review_input(local_db_writes=local)
+    for steps in (REVIEW_STEPS, 0):
+        input = review_input(steps_version=steps, camera_id=f"cam-{uuid.uuid4().hex[:8]}")
         await insert_batch(db_pool, input.batch_id)
         handle = await start(temporal_client, task_queue, input)
         await eventually(partial(projection, db_pool, handle.id), message="the task in the queue")
-        histories[local] = await eventually(partial(history_once_waiting, handle),
+        histories[steps] = await eventually(partial(history_once_waiting, handle),
                                             message="the task waiting on its SLA timer")
-    kinds = {local: [e.event_type for e in events] for local, events in histories.items()}
-    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds[True]
-    assert kinds[True].count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
-    assert kinds[True].count(EventType.EVENT_TYPE_MARKER_RECORDED) == 2  # the policy, the queue row
-    assert kinds[False].count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 2
-    assert len(kinds[True]) < len(kinds[False]) - 6, (kinds[True], kinds[False])
+        found = await eventually(partial(listed, temporal_client,
+                                         f"SightlineCamera = '{input.camera_id}' AND SightlineSite = "
+                                         f"'{input.site_id}' AND SightlineStatus = 'pending'"),
+                                 message="the task found by its attributes")
+        assert found == [handle.id]
+    kinds = {steps: [e.event_type for e in events] for steps, events in histories.items()}
+    lean, old = kinds[REVIEW_STEPS], kinds[0]
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in lean
+    assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in lean
+    assert lean.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+    assert lean.count(EventType.EVENT_TYPE_MARKER_RECORDED) == 2  # the policy, the queue row
+    assert old.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 2
+    assert old.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 1
+    assert len(lean) == 7 and len(old) == 18, (lean, old)
+
+
+async def listed(client, query: str) -> list[str]:
+    return [w.id async for w in client.list_workflows(query)]
 
 
 async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, task_queue, review_worker,
@@ -185,7 +200,7 @@ async def test_release_returns_the_task_to_the_queue(temporal_client, db_pool, t
     done = await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "unusable"))
     assert done.final_label == "unusable"
     assert (await handle.result()).corrected is False  # unusable is not a correction
-    await record_history(handle, "review_task_release_reclaim_local_writes")
+    await record_history(handle, "review_task_release_reclaim_steps1")
 
 
 async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, db_pool, task_queue, review_worker,
@@ -222,7 +237,7 @@ async def test_consensus_disagreement_goes_to_a_third_reviewer(temporal_client, 
     assert final.status == "decided" and final.final_label == "scratch"
     result = await handle.result()
     assert result.corrected is True and [d.label for d in result.decisions] == ["ok", "scratch", "scratch"]
-    await record_history(handle, "review_task_adjudication_local_writes")
+    await record_history(handle, "review_task_adjudication_steps1")
     labels = await fetch_all(db_pool, "SELECT reviewer_id, label, stage, is_correction FROM review_labels"
                              " WHERE review_id = %s ORDER BY decided_at, label_id", handle.id)
     assert [(r["reviewer_id"], r["label"], r["stage"], r["is_correction"]) for r in labels] == [
@@ -326,7 +341,7 @@ async def test_claim_lease_expires_and_the_task_returns_to_the_queue(time_skippi
         await handle.execute_update(ReviewTaskWorkflow.claim, ClaimRequest("key-b", "b"))
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-b", "ok"))
         assert (await handle.result()).final_label == "ok"
-        await record_history(handle, "review_task_lease_expiry_local_writes")
+        await record_history(handle, "review_task_lease_expiry_steps1")
 
 
 async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, task_queue, record_history):
@@ -374,4 +389,4 @@ async def test_sla_passes_and_the_task_escalates(time_skipping_env, db_pool, tas
         await handle.execute_update(ReviewTaskWorkflow.decide, DecisionRequest("key-a", "scratch"))
         result = await handle.result()
         assert result.escalated is True and result.final_label == "scratch" and len(deliveries) == 1
-        await record_history(handle, "review_task_sla_escalation_local_writes")
+        await record_history(handle, "review_task_sla_escalation_steps1")

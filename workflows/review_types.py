@@ -87,11 +87,16 @@ class ReviewTaskInput:
     sla_seconds: float | None = None
     claim_lease_seconds: float | None = None
     escalation_webhook_url: str | None = None
-    # Every task started since reviews wrote through local activities has this set (start_review_task
-    # does). A task started before has no such field in its input, so it decodes as False and replays
-    # and goes on with regular activities: the branch is decided by the input in the history, which
-    # costs no marker event the way workflow.patched() would.
-    local_db_writes: bool = False
+    # Which steps the task takes, set by start_review_task (REVIEW_STEPS). A task started before has no
+    # such field in its input, so it decodes as 0 and replays and goes on with the steps it began with:
+    # the branch is decided by the input in the history, which costs no marker event the way
+    # workflow.patched() would.
+    steps_version: int = 0
+
+
+# 0: the task upserts its search attributes, and writes Postgres through regular activities.
+# 1: its attributes are given at start, and it writes through local activities (one workflow task to open).
+REVIEW_STEPS = 1
 
 
 @dataclass
