@@ -337,9 +337,9 @@ class ReviewTaskWorkflow:
     async def _db(self, activity: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
         """One short, idempotent Postgres step (each write carries its version). As a local activity it
         runs inside the workflow task and is recorded as one marker, where a regular activity costs three
-        events, a trip through the task queue and another workflow task: a task opens in 8 events and
-        one workflow task instead of 18 and three. Reviews were most of Temporal's CPU per batch (a 2%
-        QA sample opens about one task per 64 frames); this took it from 86-96 to 74-82 ms."""
+        events, a trip through the task queue and another workflow task. With its attributes given at
+        start, a task opens in 7 events and one workflow task instead of 18 and three. Reviews were more
+        than half of Temporal's CPU per batch (a 2% QA sample opens about one task per 64 frames)."""
         if self._input.steps_version >= 1:
             return await workflow.execute_local_activity_method(
                 activity, arg, start_to_close_timeout=LOCAL_DB_TIMEOUT, retry_policy=DB_RETRY)
