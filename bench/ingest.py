@@ -173,6 +173,12 @@ class Stack:
         return {name: pids[name] for name in PARTS if name in pids}
 
 
+def naive_sender(http: httpx.AsyncClient) -> Send:
+    async def send(files: list[Any], _key: str) -> httpx.Response:
+        return await http.post("/classify", files=files)
+    return send
+
+
 async def run_open(stack: Stack, frames: list[bytes], size: int, rate: float, seconds: float, camera: str,
                    seed: int) -> tuple[OpenLoop, Trial]:
     load = OpenLoop(frames, size, rate, seconds, tag=f"{camera}-{seed}", seed=seed)
@@ -192,10 +198,7 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port:
     # 1. The naive service, saturated by a closed loop.
     naive = Load(frames, size, clients, seconds, seed=seed)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{naive_port}", timeout=600) as http:
-        async def send_naive(files: list[Any], _key: str) -> httpx.Response:
-            return await http.post("/classify", files=files)
-
-        elapsed = await naive.run(send_naive)
+        elapsed = await naive.run(naive_sender(http))
     naive_fps = sum(len(r["results"]) for r in naive.responses) / elapsed
     print(f"  naive synchronous service: {naive_fps:.0f} frames/s ({clients} clients)", flush=True)
 
@@ -240,6 +243,17 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port:
         frame_to_prediction_s=await stack.frame_to_prediction(batch_ids),
         events=await stack.events(batch_ids[:10]), cpu_ms_per_batch=per_batch,
     )
+
+
+async def warm_up(stack: Stack, frames: list[bytes], size: int, naive_port: int, clients: int,
+                  seconds: float = 8.0) -> None:
+    """A few seconds of load on both before anything is measured: right after `make up` the replicas,
+    pools and workflow cache are cold, and the first size's numbers measured start-up, not service."""
+    print(f"warming up both services ({seconds:.0f} s each)", flush=True)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{naive_port}", timeout=600) as http:
+        await Load(frames, size, clients, seconds, seed=1).run(naive_sender(http))
+    await Load(frames, size, clients, seconds, seed=2).run(stack.sender(f"{stack.site}-warm-up"))
+    await stack.drained()
 
 
 def start_naive(port: int) -> subprocess.Popen[bytes]:
@@ -292,6 +306,7 @@ async def run(sizes: list[int], clients: int, seconds: float) -> list[SizeResult
     naive_proc = start_naive(port)
     results = []
     try:
+        await warm_up(stack, frames, sizes[0], port, clients)
         for size in sizes:
             print(f"== {size}-frame batches ==", flush=True)
             result = await measure_size(stack, frames, size, port, clients, seconds)
