@@ -253,8 +253,9 @@ class LocalStack:
             "--log-level", "warn",
             # Write-ahead log, synced at checkpoints rather than at every commit: a killed server
             # (what the fault suite does) loses nothing, since its writes are in the OS already; only
-            # a crash of the machine itself could lose the last moments. A fifth of Temporal's CPU per
-            # batch went to the default rollback journal (bench/ingest.py, 142 -> 113 ms per 64 frames).
+            # a crash of the machine itself could lose the last moments. With the default rollback
+            # journal Temporal spent 142 ms of CPU per 64-frame batch, with these 113 (back-to-back
+            # bench/ingest.py runs; runs on these machines vary by 10-15%).
             *SQLITE_PRAGMAS,
         ]
         self._spawn("temporal", args, {"SIGHTLINE_DATA_DIR": str(self.root)})  # marks it as ours

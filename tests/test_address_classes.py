@@ -1,6 +1,9 @@
-"""The webhook guard's address classifier (infra.outbound_addresses.non_public_reason) on every kind of
-non-public address and a few public ones. A pure function of an `ipaddress` value: the addresses below
-are data, never destinations; this module opens no socket, resolves no name and builds no request."""
+"""The webhook guard's address checks as pure functions: the classifier
+(infra.outbound_addresses.non_public_reason) on every kind of non-public address and a few public ones,
+and `checked_addresses` on a URL whose name is answered by a stand-in resolver (a list handed back, no
+lookup). The addresses below are data, never destinations: this module opens no socket, asks no
+resolver of the system and builds no request. What touches this machine's own resolver (localhost, odd
+spellings of 127.0.0.1) is tests/test_webhook_guard.py, which names loopback addresses only."""
 
 from __future__ import annotations
 
@@ -9,7 +12,23 @@ import re
 
 import pytest
 
-from infra.outbound_addresses import non_public_reason
+from infra.outbound_addresses import (
+    AddressPolicy,
+    AddressRefused,
+    HostUnresolvable,
+    checked_addresses,
+    non_public_reason,
+)
+
+PUBLIC_ONLY = AddressPolicy()
+
+
+def stand_in(*answers: str):
+    """A resolver that answers every name with `answers`, looking nothing up."""
+    async def resolve(host: str, port: int) -> list[str]:
+        return list(answers)
+
+    return resolve
 
 
 @pytest.mark.parametrize(("address", "kind"), [
@@ -38,3 +57,43 @@ def test_non_public_addresses_are_named_for_what_they_are(address, kind):
                                      "::ffff:93.184.216.34", "64:ff9b::808:808"])
 def test_public_addresses_pass(address):
     assert non_public_reason(ipaddress.ip_address(address)) is None
+
+
+async def test_a_name_is_refused_when_any_of_its_addresses_is_not_public():
+    for answers in (["169.254.169.254"], ["93.184.216.34", "10.0.0.5"], ["::ffff:127.0.0.1"], ["fe80::1%eth0"]):
+        with pytest.raises(AddressRefused, match="non-public address"):
+            await checked_addresses("https://hooks.example.com/x", PUBLIC_ONLY, stand_in(*answers))
+    ok = await checked_addresses("https://hooks.example.com/x", PUBLIC_ONLY, stand_in("93.184.216.34", "1.1.1.1"))
+    assert [str(a) for a in ok] == ["93.184.216.34", "1.1.1.1"]
+
+
+async def test_literal_ip_hosts_are_checked_without_resolving():
+    for url in ("http://127.0.0.1/x", "http://[::1]:8080/x", "http://169.254.169.254/latest/meta-data/",
+                "http://[::ffff:a9fe:a9fe]/", "http://0.0.0.0:80/"):
+        with pytest.raises(AddressRefused):
+            await checked_addresses(url, PUBLIC_ONLY, stand_in())  # an empty answer: never asked
+
+
+async def test_the_allow_list_opens_only_what_it_lists():
+    policy = AddressPolicy.allowing(["10.20.0.0/16"])
+    assert await checked_addresses("http://hooks.internal/x", policy, stand_in("10.20.3.4"))
+    for answers in (["10.21.0.1"], ["127.0.0.1"], ["169.254.169.254"]):
+        with pytest.raises(AddressRefused):
+            await checked_addresses("http://hooks.internal/x", policy, stand_in(*answers))
+
+
+async def test_a_name_that_does_not_resolve_is_its_own_kind_of_refusal():
+    async def fails(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    with pytest.raises(HostUnresolvable):
+        await checked_addresses("https://nowhere.example/x", PUBLIC_ONLY, fails)
+    with pytest.raises(HostUnresolvable):
+        await checked_addresses("https://nowhere.example/x", PUBLIC_ONLY, stand_in())
+
+
+async def test_refusals_never_repeat_the_url():
+    url = "https://user-secret-path.example.com/tok3n?sig=abc"
+    with pytest.raises(AddressRefused) as refused:
+        await checked_addresses(url, PUBLIC_ONLY, stand_in("169.254.169.254"))
+    assert "tok3n" not in str(refused.value) and "example.com" not in str(refused.value)

@@ -11,10 +11,16 @@ from activities.heartbeat import heartbeating
 from tests.polling import eventually
 
 
-async def test_a_short_block_sends_no_heartbeat() -> None:
+def recording_heartbeats() -> tuple[ActivityEnvironment, list[tuple]]:
+    """An activity environment, and the heartbeats its activity sends, as they arrive."""
     env = ActivityEnvironment()
     beats: list[tuple] = []
     env.on_heartbeat = lambda *details: beats.append(details)
+    return env, beats
+
+
+async def test_a_short_block_sends_no_heartbeat() -> None:
+    env, beats = recording_heartbeats()
 
     async def short() -> None:
         async with heartbeating(every_s=5.0):
@@ -25,9 +31,7 @@ async def test_a_short_block_sends_no_heartbeat() -> None:
 
 
 async def test_a_long_block_heartbeats_until_it_ends() -> None:
-    env = ActivityEnvironment()
-    beats: list[tuple] = []
-    env.on_heartbeat = lambda *details: beats.append(details)
+    env, beats = recording_heartbeats()
 
     async def long() -> int:
         async with heartbeating(every_s=0.02):
