@@ -9,7 +9,13 @@ For each batch size:
    flight stops growing and nothing is refused (429): the highest such rate is the sustained rate;
 3. at 70% of the sustained rate, open loop again: API accept latency, frame-to-prediction latency
    (prediction recorded minus batch accepted, both by Postgres' clock), history events per batch, and
-   the CPU each part of the stack spent per batch, read from /proc before and after.
+   the CPU each part of the stack spent per batch, read from /proc before and after (the naive
+   service's CPU per batch is read the same way during its run).
+
+Once per run it also measures the floor of the design (bench/minimal_workflow.py): the CPU that the
+stack's Temporal server and the SDK spend on a workflow running one empty activity. Serving that cost
+no more than the whole naive service, plus that floor, is the best any workflow-per-batch design can
+reach on this machine: the line before the last two gives that ceiling beside the goals.
 
 Needs the local stack: `make up` (or `.venv/bin/sightline up`), then
     .venv/bin/python bench/ingest.py                       # about 12 minutes on 2 cores
@@ -35,10 +41,12 @@ import httpx
 import numpy as np
 import psycopg
 from psycopg.rows import dict_row
+from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import Load, OpenLoop, Send
+from bench.minimal_workflow import MinimalBatchWorkflow, noop
 from bench.process_cpu import CpuMeter
 from infra.postgres_server import free_port
 from infra.settings import Settings, get_settings
@@ -97,6 +105,7 @@ class SizeResult:
     frame_to_prediction_s: list[float]
     events: list[int]
     cpu_ms_per_batch: dict[str, float]
+    naive_cpu_ms_per_batch: float
 
     @property
     def sustained_fps(self) -> float:
@@ -192,15 +201,59 @@ async def run_open(stack: Stack, frames: list[bytes], size: int, rate: float, se
     return load, trial
 
 
-async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port: int, clients: int,
-                       seconds: float) -> SizeResult:
+@dataclass
+class WorkflowFloor:
+    """CPU per minimal workflow (one empty activity), in ms: the Temporal server's, and the SDK's
+    (client and worker, both in this process)."""
+
+    server_ms: float
+    sdk_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.server_ms + self.sdk_ms
+
+
+async def minimal_workflow_cost(stack: Stack, count: int = 300, concurrency: int = 16) -> WorkflowFloor:
+    """Run `count` minimal workflows on the stack's Temporal, `concurrency` at a time, with a worker in
+    this process on a task queue of its own, and read what the server and this process spent."""
+    temporal_pid = (await stack.process_roots())["temporal"]
+    queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+
+    async def one(i: int) -> None:
+        await stack.temporal.execute_workflow(MinimalBatchWorkflow.run, f"{queue}-{i}", id=f"{queue}-{i}",
+                                              task_queue=queue)
+
+    async with Worker(stack.temporal, task_queue=queue, workflows=[MinimalBatchWorkflow], activities=[noop]):
+        await asyncio.gather(*(one(-i) for i in range(1, concurrency + 1)))  # warm: sandbox, cache, pollers
+        gate = asyncio.Semaphore(concurrency)
+
+        async def limited(i: int) -> None:
+            async with gate:
+                await one(i)
+
+        meter = CpuMeter({"temporal": temporal_pid})
+        meter.start()
+        sdk_cpu = time.process_time()
+        await asyncio.gather(*(limited(i) for i in range(count)))
+        sdk_s = time.process_time() - sdk_cpu
+        server_s = meter.stop()["temporal"]
+    return WorkflowFloor(server_ms=1000 * server_s / count, sdk_ms=1000 * sdk_s / count)
+
+
+async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subprocess.Popen[bytes],
+                       naive_port: int, clients: int, seconds: float) -> SizeResult:
     seed = size * 1000
-    # 1. The naive service, saturated by a closed loop.
-    naive = Load(frames, size, clients, seconds, seed=seed)
+    # 1. The naive service, saturated by a closed loop, and the CPU it spends (its own counters).
+    naive_load = Load(frames, size, clients, seconds, seed=seed)
+    naive_meter = CpuMeter({"naive": naive.pid})
+    naive_meter.start()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{naive_port}", timeout=600) as http:
-        elapsed = await naive.run(naive_sender(http))
-    naive_fps = sum(len(r["results"]) for r in naive.responses) / elapsed
-    print(f"  naive synchronous service: {naive_fps:.0f} frames/s ({clients} clients)", flush=True)
+        elapsed = await naive_load.run(naive_sender(http))
+    naive_cpu_ms = 1000 * naive_meter.stop()["naive"] / max(1, len(naive_load.responses))
+    naive_fps = sum(len(r["results"]) for r in naive_load.responses) / elapsed
+    print(f"  naive synchronous service: {naive_fps:.0f} frames/s ({clients} clients), "
+          f"{naive_cpu_ms:.0f} ms of CPU per batch", flush=True)
 
     # 2. Sightline's capacity, then its sustained rate.
     camera = f"{stack.site}-{size}"  # batch ids are camera + key: unique per run, never an earlier run's batch
@@ -241,7 +294,7 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive_port:
         frames=size, naive_fps=naive_fps, probe_rate=probe_rate, trials=trials, sustained_rate=sustained,
         measured_rate=measured_rate, accept_s=load.latencies,
         frame_to_prediction_s=await stack.frame_to_prediction(batch_ids),
-        events=await stack.events(batch_ids[:10]), cpu_ms_per_batch=per_batch,
+        events=await stack.events(batch_ids[:10]), cpu_ms_per_batch=per_batch, naive_cpu_ms_per_batch=naive_cpu_ms,
     )
 
 
@@ -298,7 +351,7 @@ def stack_and_frames() -> tuple[Settings, list[bytes]]:
     return settings, [f.jpeg() for f in generate_frames("bench", 64, seed=7, conditions=NORMAL)]
 
 
-async def run(sizes: list[int], clients: int, seconds: float) -> list[SizeResult]:
+async def run(sizes: list[int], clients: int, seconds: float) -> tuple[list[SizeResult], WorkflowFloor]:
     settings, frames = stack_and_frames()
     stack = Stack(settings)
     await stack.open()
@@ -307,16 +360,26 @@ async def run(sizes: list[int], clients: int, seconds: float) -> list[SizeResult
     results = []
     try:
         await warm_up(stack, frames, sizes[0], port, clients)
+        floor = await minimal_workflow_cost(stack)
+        print(f"minimal workflow (one empty activity) on this Temporal: server {floor.server_ms:.1f} ms, "
+              f"SDK {floor.sdk_ms:.1f} ms of CPU", flush=True)
         for size in sizes:
             print(f"== {size}-frame batches ==", flush=True)
-            result = await measure_size(stack, frames, size, port, clients, seconds)
+            result = await measure_size(stack, frames, size, naive_proc, port, clients, seconds)
             report(result)
             results.append(result)
     finally:
         naive_proc.terminate()
         naive_proc.wait(30)
         await stack.close()
-    return results
+    return results, floor
+
+
+def ceiling(result: SizeResult, floor: WorkflowFloor) -> float:
+    """The best ratio to the naive service reachable with a workflow per batch: on a saturated machine
+    throughput goes as the inverse of CPU per frame, and at best serving costs what the whole naive
+    service does and orchestration what a minimal workflow does (API, database, reviews: nothing)."""
+    return result.naive_cpu_ms_per_batch / (result.naive_cpu_ms_per_batch + floor.total_ms)
 
 
 def main() -> None:
@@ -328,7 +391,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"load: generated camera JPEGs, each batch's frames unique; runs of {args.seconds:.0f} s; "
           f"{args.clients} closed-loop clients", flush=True)
-    results = asyncio.run(run(sizes, args.clients, args.seconds))
+    results, floor = asyncio.run(run(sizes, args.clients, args.seconds))
+    bounds = ", ".join(f"{r.frames} frames {ceiling(r, floor):.2f}x" for r in results)
+    print(f"ceiling (serving at the naive service's CPU + a minimal workflow's {floor.total_ms:.0f} ms): {bounds}")
     ratios = ", ".join(f"{r.frames} frames {r.sustained_fps / r.naive_fps:.2f}x" for r in results)
     print(f"throughput vs naive synchronous service: {ratios}")
     worst = max(results, key=lambda r: pct(r.frame_to_prediction_s, 99))

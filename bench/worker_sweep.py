@@ -65,7 +65,7 @@ async def sweep(size: int, clients: int, seconds: float) -> list[tuple[str, Size
             stack = Stack(settings)  # a site of its own: batch ids never meet an earlier setting's
             await stack.open()
             try:
-                results.append((name, await measure_size(stack, frames, size, port, clients, seconds)))
+                results.append((name, await measure_size(stack, frames, size, naive_proc, port, clients, seconds)))
             finally:
                 await stack.close()
     finally:
