@@ -11,6 +11,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +63,15 @@ def put_frame(store: ObjectStore, data: bytes, content_type: str = "application/
     if not store.exists(key):
         store.put(key, data, content_type)
     return key
+
+
+def put_frames(store: ObjectStore, frames: Sequence[tuple[str, bytes, str]]) -> None:
+    """(key, bytes, content type) of frames whose content addresses the caller has just computed from
+    these bytes, stored one after another, each unless it is there already; idempotent. One call per
+    group: a thread hand-off per frame cost more than writing it."""
+    for key, data, content_type in frames:
+        if not store.exists(key):
+            store.put(key, data, content_type)
 
 
 class LocalStore:

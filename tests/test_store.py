@@ -8,7 +8,15 @@ import threading
 import httpx
 import pytest
 
-from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError, frame_key, put_frame, sha256_hex
+from infra.store import (
+    InvalidKeyError,
+    LocalStore,
+    ObjectNotFoundError,
+    frame_key,
+    put_frame,
+    put_frames,
+    sha256_hex,
+)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -48,6 +56,17 @@ def test_frames_are_content_addressed(store):
     assert key == frame_key(sha256_hex(data)) and sha256_hex(data) in key
     assert put_frame(store, data, "image/jpeg") == key  # storing it again is a no-op
     assert store.get(key) == data
+
+
+def test_frames_stored_in_a_group_are_each_stored_once(store):
+    first, second = b"\xff\xd8 first", b"\xff\xd8 second"
+    keys = [frame_key(sha256_hex(first)), frame_key(sha256_hex(second))]
+    store.put(keys[0], b"already there")  # a frame already stored is left alone, not written again
+    put_frames(store, [(keys[0], first, "image/jpeg"), (keys[1], second, "image/jpeg")])
+    assert store.get(keys[0]) == b"already there"
+    assert store.get(keys[1]) == second
+    put_frames(store, [(keys[1], second, "image/jpeg")])  # again: nothing changes
+    assert store.list("frames/") == sorted(keys)
 
 
 def test_large_object_round_trips(store):
