@@ -241,9 +241,29 @@ async def minimal_workflow_cost(stack: Stack, count: int = 300, concurrency: int
     return WorkflowFloor(server_ms=1000 * server_s / count, sdk_ms=1000 * sdk_s / count)
 
 
+# CPU per second of the stack with no load from us. An idle stack spends about 100-150 ms a second
+# (Ray's and Temporal's housekeeping); much more means it is busy with work of its own, which this
+# benchmark's numbers would then include: review tasks of earlier runs escalating when their SLA passes,
+# the hourly drift check of every site seen lately (each run of this benchmark adds sites).
+BUSY_AT_REST_MS_PER_S = 300
+
+
+async def at_rest(stack: Stack, seconds: float = 3.0) -> float:
+    """The stack's CPU in ms per second over a few seconds of no load from this benchmark."""
+    meter = CpuMeter(await stack.process_roots())
+    meter.start()
+    await asyncio.sleep(seconds)  # a measuring window, not a synchronisation
+    return 1000 * sum(meter.stop().values()) / seconds
+
+
 async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subprocess.Popen[bytes],
                        naive_port: int, clients: int, seconds: float) -> SizeResult:
     seed = size * 1000
+    rest = await at_rest(stack)
+    busy = rest > BUSY_AT_REST_MS_PER_S
+    print(f"  stack at rest: {rest:.0f} ms of CPU per second"
+          + (" - BUSY with work of its own (review escalations, drift checks?): this size's numbers include it"
+             if busy else ""), flush=True)
     # 1. The naive service, saturated by a closed loop, and the CPU it spends (its own counters).
     naive_load = Load(frames, size, clients, seconds, seed=seed)
     naive_meter = CpuMeter({"naive": naive.pid})
