@@ -260,10 +260,9 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subp
                        naive_port: int, clients: int, seconds: float) -> SizeResult:
     seed = size * 1000
     rest = await at_rest(stack)
-    busy = rest > BUSY_AT_REST_MS_PER_S
     print(f"  stack at rest: {rest:.0f} ms of CPU per second"
           + (" - BUSY with work of its own (review escalations, drift checks?): this size's numbers include it"
-             if busy else ""), flush=True)
+             if rest > BUSY_AT_REST_MS_PER_S else ""), flush=True)
     # 1. The naive service, saturated by a closed loop, and the CPU it spends (its own counters).
     naive_load = Load(frames, size, clients, seconds, seed=seed)
     naive_meter = CpuMeter({"naive": naive.pid})

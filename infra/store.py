@@ -60,8 +60,7 @@ class ObjectStore(Protocol):
 def put_frame(store: ObjectStore, data: bytes, content_type: str = "application/octet-stream") -> str:
     """Store frame bytes under their sha256 and return the key; idempotent."""
     key = frame_key(sha256_hex(data))
-    if not store.exists(key):
-        store.put(key, data, content_type)
+    put_frames(store, [(key, data, content_type)])
     return key
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 import pytest
 
@@ -21,6 +22,30 @@ from infra.outbound_addresses import (
 )
 
 PUBLIC_ONLY = AddressPolicy()
+
+
+class NetworkUsed(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test here fails if it connects, sends or asks the system's resolver: the addresses in this
+    module are values handed to a classifier, and this makes "never contacted" a checked fact."""
+    def refuse(*args, **kwargs):
+        raise NetworkUsed(f"a test of pure address checks tried to use the network: {args!r}")
+
+    for name in ("connect", "connect_ex", "sendto"):  # nothing is sent without one of these
+        monkeypatch.setattr(socket.socket, name, refuse)
+    for name in ("create_connection", "getaddrinfo", "gethostbyname", "gethostbyname_ex"):
+        monkeypatch.setattr(socket, name, refuse)
+
+
+def test_the_guard_refuses_any_use_of_the_network():
+    with pytest.raises(NetworkUsed):
+        socket.getaddrinfo("localhost", 80)
+    with socket.socket() as sock, pytest.raises(NetworkUsed):
+        sock.connect(("127.0.0.1", 9))
 
 
 def stand_in(*answers: str):

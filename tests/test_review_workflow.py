@@ -21,14 +21,16 @@ from activities.reviews import ReviewActivities
 from infra.settings import Settings
 from tests.polling import eventually
 from tests.review_support import fetch_all, fetch_one, insert_batch, review_input
+from workflows import search_attributes as sa
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import DeliverWebhookInput, DeliveryResult, EnsureSubscriptionInput, webhook_task_queue
-from workflows.review_task import ReviewTaskWorkflow, opening_search_attributes, start_review_task
+from workflows.review_task import ReviewTaskWorkflow, start_review_task
 from workflows.review_types import (
     REVIEW_STEPS,
     ClaimRequest,
     DecisionRequest,
     ReleaseRequest,
+    ReviewStatus,
     ReviewTaskInput,
     review_workflow_id,
 )
@@ -43,7 +45,8 @@ async def start(client, task_queue: str, input: ReviewTaskInput):
     """As start_review_task starts a task from a batch, attributes included (tasks of steps 0 upsert their own)."""
     return await client.start_workflow(
         ReviewTaskWorkflow.run, input, id=review_workflow_id(input.frame_id, input.reason), task_queue=task_queue,
-        search_attributes=opening_search_attributes(input) if input.steps_version else None,
+        search_attributes=(sa.at_start(input.camera_id, input.site_id, ReviewStatus.PENDING.value)
+                           if input.steps_version else None),
     )
 
 

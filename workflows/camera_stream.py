@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -168,11 +167,7 @@ class CameraStreamWorkflow:
                 id=batch_id,
                 # ABANDON: the stream neither waits for its batches nor takes them down when it continues as new.
                 parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(sa.CAMERA, input.camera_id),
-                    SearchAttributePair(sa.SITE, input.site_id),
-                    SearchAttributePair(sa.STATUS, BatchStatus.RECEIVED.value),
-                ]),
+                search_attributes=sa.at_start(input.camera_id, input.site_id, BatchStatus.RECEIVED.value),
             )
         except WorkflowAlreadyStartedError:
             # Only after a reset replays a start that had already happened: the batch exists, move on.

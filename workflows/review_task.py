@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import search_attributes as sa
@@ -66,13 +66,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def opening_search_attributes(input: ReviewTaskInput) -> TypedSearchAttributes:
-    """What a task is found by in the Temporal UI from its start: camera, site, and pending."""
-    return TypedSearchAttributes([SearchAttributePair(sa.CAMERA, input.camera_id),
-                                  SearchAttributePair(sa.SITE, input.site_id),
-                                  SearchAttributePair(sa.STATUS, ReviewStatus.PENDING.value)])
-
-
 async def start_review_task(input: ReviewTaskInput, task_queue: str | None = None) -> str:
     """Start a review task as an abandoned child of the calling workflow, without waiting for it.
     Idempotent: the id comes from frame and reason, and an existing task (running or closed) is kept,
@@ -82,7 +75,7 @@ async def start_review_task(input: ReviewTaskInput, task_queue: str | None = Non
         await workflow.start_child_workflow(
             WORKFLOW_NAME,
             dataclasses.replace(input, steps_version=REVIEW_STEPS),
-            search_attributes=opening_search_attributes(input),
+            search_attributes=sa.at_start(input.camera_id, input.site_id, ReviewStatus.PENDING.value),
             id=review_id,
             task_queue=task_queue,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,

@@ -11,8 +11,6 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -188,11 +186,7 @@ class BatchService:
             # this id is started again only if it failed (the batch was reopened above).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(sa.CAMERA, s.camera_id),
-                SearchAttributePair(sa.SITE, s.site_id),
-                SearchAttributePair(sa.STATUS, BatchStatus.RECEIVED.value),
-            ]),
+            search_attributes=sa.at_start(s.camera_id, s.site_id, BatchStatus.RECEIVED.value),
         )
         if created:
             BATCHES_SUBMITTED.inc()
