@@ -79,6 +79,7 @@ class DriftActivities:
             training_task_queue=s.training_task_queue, heartbeat_timeout_s=s.training_heartbeat_timeout_s,
             training_timeout_s=s.training_timeout_s, params=training_params(s),
             rollout=plan_from("", s.rollout_defaults(), "drift policy") if s.retraining_auto_rollout else None,
+            drift_task_queue=s.drift_task_queue,
         )
 
     @activity.defn

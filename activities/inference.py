@@ -92,7 +92,8 @@ class InferenceActivities:
             await prediction_errors.upsert(conn, [prediction_errors.PredictionError(
                 f.frame_id, f.model_version, f.shadow, f.error) for f in response.version_failures])
 
-        routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4))
+        routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4),
+                              model_version=p.model_version or version)
                   for p in response.predictions
                   for route, reason in routes_for(p.label, p.confidence, p.unfamiliar, input.rules,
                                                   qa_draw(p.frame_id))]
@@ -105,4 +106,5 @@ class InferenceActivities:
             classified=len(response.predictions), rejected=len(response.rejections),
             unfamiliar=sum(1 for p in response.predictions if p.unfamiliar),
             label_counts=dict(Counter(p.label for p in response.predictions)), routed=routed,
+            version_counts=dict(Counter(p.model_version or version for p in response.predictions)),
         )

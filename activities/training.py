@@ -32,7 +32,15 @@ from infra.settings import Settings
 from infra.store import ObjectNotFoundError, ObjectStore
 from infra.tables import dataset_snapshots
 from vision.artifacts import NOVELTY, REFERENCE, WEIGHTS, IntegrityError, Manifest, load_verified
-from vision.datasets import SnapshotError, SnapshotManifest, SnapshotRequest, load_splits, materialize, read_manifest
+from vision.datasets import (
+    SkippedFrame,
+    SnapshotError,
+    SnapshotManifest,
+    SnapshotRequest,
+    load_splits,
+    materialize,
+    read_manifest,
+)
 from vision.model import load_model, weights_bytes
 from vision.novelty import NoveltyModel
 from vision.processing import Processing
@@ -239,7 +247,11 @@ class TrainingActivities:
 
         def train() -> TrainingResult:
             manifest = read_manifest(self.store, input.snapshot.manifest_key, input.snapshot.manifest_sha256)
-            splits = load_splits(self.store, manifest, processing)
+            skipped: list[SkippedFrame] = []
+            splits = load_splits(self.store, manifest, processing, skipped)
+            if skipped:
+                log.warning("reviewed frames left out of training", run_id=input.run_id, count=len(skipped),
+                            frames=[f.frame_id for f in skipped[:20]])
             if stop.is_set():
                 raise TrainingStopped("stopped before training")
             resume = found[1] if found else None
@@ -258,7 +270,9 @@ class TrainingActivities:
                                               params.reviewed_share)
             metrics = {"sets": sets, "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch,
                        "final_loss": outcome.final_loss, "steps": outcome.steps,
-                       "train_frames": len(train_split.y), "reviewed_train_frames": int(train_split.reviewed.sum())}
+                       "train_frames": len(train_split.y), "reviewed_train_frames": int(train_split.reviewed.sum()),
+                       # Frames the snapshot named whose bytes changed or went before training read them.
+                       "skipped_reviewed_frames": len(manifest.skipped) + len(skipped)}
             return TrainingResult(outcome.model, processing, architecture, metrics, manifest.snapshot_id,
                                   {}, novelty, reference)
 
@@ -323,7 +337,9 @@ class TrainingActivities:
         splits_by_size: dict[int, dict] = {}
         results: dict[str, dict[str, dict]] = {}
         for name, (model, processing) in models.items():
-            splits = splits_by_size.setdefault(processing.input_size, load_splits(self.store, held_out, processing))
+            # A reviewed frame changed since training read it is left out of both models' evaluation alike.
+            splits = splits_by_size.setdefault(processing.input_size,
+                                               load_splits(self.store, held_out, processing, skipped=[]))
             results[name] = {s: evaluate(model, processing, splits[s].x, splits[s].y)
                              for s in ("holdout", "reviewed_holdout") if s in splits and len(splits[s].y)}
         return Evaluation(input.production_version, results["candidate"], results.get("production", {}))

@@ -1,7 +1,8 @@
 """What the API answers while a service it depends on is away: 503 with `Retry-After`, never a 500.
 
-Postgres restarting (psycopg.OperationalError, which PoolTimeout is too) or the Temporal frontend out
-of reach (an RPCError saying UNAVAILABLE or DEADLINE_EXCEEDED) is a moment, not a bug: the caller is
+Postgres restarting (psycopg.OperationalError, which PoolTimeout is too), the object store failing a
+write or a read (infra.store.StoreUnavailable) or the Temporal frontend out of reach (an RPCError
+saying UNAVAILABLE or DEADLINE_EXCEEDED) is a moment, not a bug: the caller is
 told to come back, in JSON for API clients and as a page that retries by itself for a browser (the
 reviewer page). Nothing is lost by answering so: a batch is accepted only once its workflow has
 started, and resubmitting it with the same idempotency key picks up whatever the failed attempt had
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from temporalio.service import RPCError, RPCStatusCode
 
 from infra.log import get_logger
+from infra.store import StoreUnavailable
 
 log = get_logger(__name__)
 
@@ -45,6 +47,10 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     return unavailable(request, "the database", exc)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    return unavailable(request, "the object store", exc)
+
+
 async def temporal_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RPCError) and exc.status in UNREACHABLE:
         return unavailable(request, "the workflow service (Temporal)", exc)
@@ -54,4 +60,5 @@ async def temporal_error(request: Request, exc: Exception) -> Response:
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, database_unavailable)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
     app.add_exception_handler(RPCError, temporal_error)

@@ -29,8 +29,9 @@ from api.routes import (
 )
 from api.routes.prometheus import router as prometheus_router
 from api.submission import FORM_LIMITS
-from infra.db import apply_migrations, open_pool
+from infra.db import open_pool
 from infra.log import configure_logging
+from infra.schema_migrations import require_migrated
 from infra.secret_key import require_configured_secret, secret_key
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url(settings)
-        apply_migrations(url)
+        require_migrated(url)  # applied by `sightline migrate`, never by the API itself
         app.state.settings = settings
         app.state.store = store_from_settings(settings)
         app.state.temporal = temporal_client or await connect(settings.temporal_address, settings.temporal_namespace)

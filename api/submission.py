@@ -15,9 +15,18 @@ from starlette.datastructures import UploadFile
 
 from api.schemas.batches import BatchFromStore
 from infra.settings import Settings
-from infra.store import InvalidKeyError, ObjectNotFoundError, ObjectStore, frame_key, sha256_hex
+from infra.store import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    ObjectStore,
+    StoreUnavailable,
+    frame_key,
+    put_frames,
+    sha256_hex,
+)
 from infra.tables.api_keys import Principal
 from infra.tables.webhook_subscriptions import validate_webhook_url
+from vision.formats import sniff_image_type
 from workflows.batch_types import KEY_PATTERN, MAX_KEY, MAX_NAME, NAME_PATTERN, SubmittedFrame
 
 _NAME, _KEY = re.compile(NAME_PATTERN), re.compile(KEY_PATTERN)
@@ -143,6 +152,9 @@ def upload_prefix(caller: Principal) -> str:
 
 def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings,
                   caller: Principal) -> list[SubmittedFrame]:
+    """The named uploads, each copied to the content address of its bytes as they are now: the batch
+    names those copies, never the upload names, so putting other bytes under a name later changes
+    nothing a batch, a reviewer or a training snapshot holds."""
     check_count(len(body.frames), settings)
     submitted = []
     owned = upload_prefix(caller)
@@ -152,14 +164,21 @@ def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings,
                                      f"(under {owned}): upload it with PUT /v1/uploads/{{name}} first")
         try:
             size = store.size(frame.object_key)
+            if size > settings.max_frame_bytes:
+                raise HTTPException(413, f"frame {position} ({frame.object_key}) exceeds the limit of "
+                                         f"{settings.max_frame_bytes} bytes")
+            data = store.get(frame.object_key)
         except InvalidKeyError as exc:
             raise HTTPException(422, f"frame {position}: {exc}") from None
         except ObjectNotFoundError:
             raise HTTPException(422, f"frame {position}: no object {frame.object_key!r} in the store") from None
-        if size > settings.max_frame_bytes:
-            raise HTTPException(413, f"frame {position} ({frame.object_key}) exceeds the limit of "
-                                     f"{settings.max_frame_bytes} bytes")
-        submitted.append(SubmittedFrame(frame.object_key, size, frame.filename or frame.object_key.rsplit("/", 1)[-1]))
+        except HTTPException:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"the object store could not read {frame.object_key}: {exc}") from exc
+        key, media = frame_key(sha256_hex(data)), sniff_image_type(data)
+        put_frames(store, [(key, data, media)])
+        submitted.append(SubmittedFrame(key, len(data), frame.filename or frame.object_key.rsplit("/", 1)[-1], media))
     return submitted
 
 
@@ -177,16 +196,17 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
         key = body.idempotency_key or header_key or sha256_hex("\n".join(f.object_key for f in stored).encode())[:32]
         submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored)
     elif content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=settings.max_frames_per_batch + 1, max_fields=FORM_LIMITS["max_fields"],
-                                  max_part_size=FORM_LIMITS["max_part_size"])
-        camera_id = str(form.get("camera_id") or "")
-        if not camera_id:
-            raise HTTPException(422, "camera_id is required")
-        uploads = await read_uploads([f for f in form.getlist("frames") if isinstance(f, UploadFile)], settings)
-        key = str(form.get("idempotency_key") or "") or header_key or sha256_hex(
-            b"".join(bytes.fromhex(u.sha256) for u in uploads))[:32]
-        submission = Submission(camera_id, str(form.get("site_id") or "default"), key,
-                                str(form.get("webhook_url") or "") or None, uploads=uploads)
+        # `async with`: the form's spooled files are closed once their bytes are read, whatever happens.
+        async with request.form(max_files=settings.max_frames_per_batch + 1, max_fields=FORM_LIMITS["max_fields"],
+                                max_part_size=FORM_LIMITS["max_part_size"]) as form:
+            camera_id = str(form.get("camera_id") or "")
+            if not camera_id:
+                raise HTTPException(422, "camera_id is required")
+            uploads = await read_uploads([f for f in form.getlist("frames") if isinstance(f, UploadFile)], settings)
+            key = str(form.get("idempotency_key") or "") or header_key or sha256_hex(
+                b"".join(bytes.fromhex(u.sha256) for u in uploads))[:32]
+            submission = Submission(camera_id, str(form.get("site_id") or "default"), key,
+                                    str(form.get("webhook_url") or "") or None, uploads=uploads)
     else:
         raise HTTPException(415, "send multipart/form-data with image files, or application/json naming stored objects")
     check_id("camera_id", submission.camera_id)

@@ -4,7 +4,7 @@ what the review queue offers from the generator's ground truth; drift checks run
 drift policy starts retraining once enough labels exist; the candidate is measured on the new
 conditions, rolled out (shadow, then 25% and 50% canary stages, gates judged on the batches that keep
 flowing) and, once promoted, measured again through the production alias. It drives the API with the
-same code as `sightline demo` (api.loop_story).
+same code as `sightline demo` (cli.loop_story).
 
 Needs the local stack (`.venv/bin/sightline up`); on a stack that retrained within the cooldown
 (`SIGHTLINE_RETRAINING_COOLDOWN_S`) the policy waits, so run it on a fresh data dir:
@@ -36,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.loop_story import Line, make_keys, rollout_plan
+from cli.loop_story import Line, make_keys, rollout_plan
 from infra.settings import get_settings
 from infra.store import put_frame, store_from_settings
 from serving.client import ServingClient

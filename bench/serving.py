@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.db import apply_migrations
+from infra.schema_migrations import apply_migrations
 from infra.settings import Settings
 from infra.store import LocalStore, put_frame
 from serving.app import AppOptions

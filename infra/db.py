@@ -1,17 +1,10 @@
-"""Postgres through psycopg 3: a connection pool and ordered SQL migrations applied once each.
-
-Migrations are the files in infra/migrations/ named NNNN_<what>.sql, applied in order inside one
-transaction each, and recorded in schema_migrations. A transaction-scoped advisory lock serialises
-concurrent runners (the API, the worker and a test may all start at once): the second waits, then
-finds the work done.
-"""
+"""Postgres through psycopg 3: a connection pool whose connections return rows as dicts. The schema is
+the SQL migrations in infra/migrations/, applied by infra.schema_migrations."""
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -20,33 +13,6 @@ from psycopg_pool import AsyncConnectionPool
 Row = dict[str, Any]
 DbConnection = AsyncConnection[DictRow]
 DbPool = AsyncConnectionPool[DbConnection]
-
-_MIGRATION_LOCK = 0x5167_4C4E  # arbitrary, fixed: "SgLN"
-
-
-def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("infra") / "migrations"
-    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
-
-
-def apply_migrations(url: str) -> list[str]:
-    """Apply every migration not yet applied; returns the names applied by this call."""
-    applied: list[str] = []
-    with psycopg.connect(url, autocommit=False) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-        for name, sql in migration_files():
-            if name in done:
-                continue
-            conn.execute(sql)
-            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-            applied.append(name)
-    return applied
 
 
 def open_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,

@@ -28,6 +28,17 @@ class Settings(BaseSettings):
     orchestration_task_queue: str = "orchestration"
     inference_task_queue: str = "inference"
     training_task_queue: str = "training"
+    # Evidently's drift checks take seconds of CPU each: their own queue keeps them off the workers that
+    # move batches and reviews along, and lets them scale (or be placed) apart.
+    drift_task_queue: str = "drift"
+    # Worker Versioning (README, "Changing a workflow"): workers of a build join this deployment under
+    # this build id, short-lived workflows pinned to the build that started them. Empty: unversioned
+    # workers (the tests'); the local stack runs build "local", production the image's version.
+    worker_deployment_name: str = "sightline"
+    worker_build_id: str = Field("", max_length=200)
+    # A worker of a new build makes it the deployment's current version once every task queue of the
+    # current one is polled by it; off: ops promote it (`temporal worker deployment set-current-version`).
+    worker_becomes_current: bool = True
     worker_max_concurrent_activities: int = Field(16, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(16, ge=1)
     # Workflows kept in memory between tasks: a batch's next task then needs no replay of its history.
@@ -93,6 +104,11 @@ class Settings(BaseSettings):
     # Retry-After instead of queueing without bound. Accepted batches are never dropped.
     max_batches_in_flight_per_site: int = Field(64, ge=1)
     admission_retry_after_s: int = Field(2, ge=1)
+    # A batch still 'received' this long after it was recorded lost its request before its workflow
+    # started (Temporal away, the API killed): a Schedule sweeps for such batches this often and starts
+    # them, or releases them when their frames were never stored, so none holds a slot for good.
+    stale_batch_after_s: float = Field(120.0, gt=0)
+    stale_batch_sweep_interval_s: float = Field(60.0, gt=0)
 
     # Live cameras: frames gather into a batch until this many arrive or this long after the first.
     camera_batch_max_frames: int = Field(32, ge=1)

@@ -29,9 +29,9 @@ from urllib.parse import urlparse
 import httpx
 import psycopg
 
-from infra.db import apply_migrations
 from infra.postgres_server import LocalPostgres, PortTaken
 from infra.processes import alive, command_line, environment_has, kill_and_wait, kill_leftovers, listening_on
+from infra.schema_migrations import apply_migrations
 from infra.settings import Settings
 from infra.stack_urls import LOCAL_DATABASE, postgres_dir
 from infra.temporal import connect, has_pollers, temporal_cli_path
@@ -267,6 +267,9 @@ class LocalStack:
             "SIGHTLINE_DATA_DIR": str(self.root),
             "SIGHTLINE_DATABASE_URL": self.database_url(),
             "SIGHTLINE_LOG_JSON": "true",
+            # One worker process runs every queue, under Worker Versioning as production does; its build
+            # keeps one id across restarts, so a run begun before a restart carries on after it.
+            "SIGHTLINE_WORKER_BUILD_ID": self.settings.worker_build_id or "local",
         }
 
     def _start_service(self, name: str, module: str, what: str, timeout: float, healthy: Callable[[], bool],

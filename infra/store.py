@@ -29,6 +29,11 @@ class ObjectNotFoundError(KeyError):
     pass
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not take or give bytes just now (a full or broken disk, an S3 endpoint away):
+    a moment for the caller to retry, never a reason to lose what was asked (the API answers 503)."""
+
+
 def validate_key(key: str) -> str:
     if not key or len(key) > 512 or key.startswith("/") or "\\" in key:
         raise InvalidKeyError(f"invalid object key {key!r}")
@@ -45,6 +50,15 @@ def sha256_hex(data: bytes) -> str:
 def frame_key(digest: str) -> str:
     """Content-addressed key of a frame; a two-character fan-out keeps directories small."""
     return f"frames/sha256/{digest[:2]}/{digest}"
+
+
+_FRAME_KEY = re.compile(r"^frames/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
+
+
+def content_digest(key: str) -> str:
+    """The sha256 a content-addressed frame key names; "" for a key of another form."""
+    match = _FRAME_KEY.match(key)
+    return match.group(2) if match and match.group(2).startswith(match.group(1)) else ""
 
 
 class ObjectStore(Protocol):
@@ -68,9 +82,14 @@ def put_frames(store: ObjectStore, frames: Sequence[tuple[str, bytes, str]]) -> 
     """(key, bytes, content type) of frames whose content addresses the caller has just computed from
     these bytes, stored one after another, each unless it is there already; idempotent. One call per
     group: a thread hand-off per frame cost more than writing it."""
-    for key, data, content_type in frames:
-        if not store.exists(key):
-            store.put(key, data, content_type)
+    try:
+        for key, data, content_type in frames:
+            if not store.exists(key):
+                store.put(key, data, content_type)
+    except InvalidKeyError:
+        raise
+    except Exception as exc:  # OSError from a directory, S3Error or urllib3's from an endpoint
+        raise StoreUnavailable(f"the object store could not store a frame: {type(exc).__name__}: {exc}") from exc
 
 
 class LocalStore:

@@ -19,8 +19,8 @@ import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from infra.db import apply_migrations
 from infra.log import configure_logging, get_logger
+from infra.schema_migrations import require_migrated
 from infra.settings import Settings, get_settings
 from serving.app import APP_NAME, AppOptions, build_app
 from serving.cluster import start_stack_head
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     from infra.stack_urls import database_url
 
     db_url = database_url(settings)
-    apply_migrations(db_url)
+    require_migrated(db_url)  # applied by `sightline migrate`, never by serving
     config = serving_config(settings, db_url, args.backend, args.backend_threads)
     version = ensure_production_model(config, settings, bootstrap=not args.no_bootstrap)
 

@@ -9,7 +9,7 @@ MAX_FRAMES_PER_REQUEST = 1024
 
 # At least workflows.batch_types.MAX_FRAME_ID (the longest frame id a batch can have; a test holds the
 # two together): a batch the API accepts must never be refused here, where a refusal means retries.
-MAX_FRAME_ID = 256
+MAX_FRAME_ID = 320
 
 
 class FrameKey(BaseModel):

@@ -23,8 +23,9 @@ from fastapi import FastAPI
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from infra.db import DbPool, apply_migrations, open_pool
+from infra.db import DbPool, open_pool
 from infra.postgres_server import LocalPostgres, free_port
+from infra.schema_migrations import apply_migrations
 from infra.settings import Settings
 from infra.store import LocalStore, ObjectStore, S3Store, sha256_hex
 from infra.temporal import temporal_cli_path
@@ -155,12 +156,14 @@ class ScriptedClassifier:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self.answers: dict[str, tuple[str, float, bool]] = {}
+        self.answers: dict[str, tuple[str, float, bool, str]] = {}
         self.refusal: ServingError | None = None  # set: every call fails with it
         self.calls = 0
 
-    def script(self, object_key: str, label: str, confidence: float, unfamiliar: bool = False) -> None:
-        self.answers[object_key] = (label, confidence, unfamiliar)
+    def script(self, object_key: str, label: str, confidence: float, unfamiliar: bool = False,
+               version: str = "") -> None:
+        """The answer for this frame; `version` as a traffic split would name a canary's (empty: production's)."""
+        self.answers[object_key] = (label, confidence, unfamiliar, version)
 
     async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse:
         self.calls += 1
@@ -174,13 +177,14 @@ class ScriptedClassifier:
             except FrameRejected as exc:
                 rejections.append(Rejection(frame_id=frame_id, reason=str(exc), sha256=sha256_hex(data)))
                 continue
-            label, confidence, unfamiliar = self.answers.get(key, ("ok", 0.99, False))
+            label, confidence, unfamiliar, version = self.answers.get(key, ("ok", 0.99, False, ""))
             rest = (1 - confidence) / (len(CLASSES) - 1)
             predictions.append(Prediction(
                 frame_id=frame_id, label=label, confidence=confidence,
                 probabilities={c: round(confidence if c == label else rest, 4) for c in CLASSES},
                 quality={"brightness": 0.5}, timings={}, novelty=9.0 if unfamiliar else 1.0, unfamiliar=unfamiliar,
                 sha256=sha256_hex(data), width=decoded.width, height=decoded.height, image_format=decoded.format,
+                model_version=version or self.model_version,
             ))
         return ClassifyResponse(model_version=self.model_version, backend="scripted", predictions=predictions,
                                 rejections=rejections, timings={})
@@ -228,6 +232,7 @@ def settings_factory(postgres_url: str, tmp_path: Path, task_queue: str,
             orchestration_task_queue=task_queue,
             inference_task_queue=f"{task_queue}-inference",
             training_task_queue=f"{task_queue}-training",
+            drift_task_queue=f"{task_queue}-drift",
             qa_sample_rate=0.0,  # tests that want QA samples set it; others stay deterministic
             # Tests deliver webhooks to receivers on this machine; production allows public addresses only.
             webhook_allowed_networks=["127.0.0.0/8", "::1/128"],
@@ -261,7 +266,7 @@ async def api(test_settings: Settings, temporal_client: Client, db_pool: DbPool,
     async with app.router.lifespan_context(app):
         classifier = ScriptedClassifier(app.state.store)
         worker = orchestration_worker(temporal_client, db_pool, app.state.store, test_settings)
-        inference = inference_worker(temporal_client, classifier, db_pool, app.state.store, test_settings)
+        inference = inference_worker(temporal_client, classifier, db_pool, test_settings)
         webhooks = webhook_worker(temporal_client, db_pool, test_settings)
         async with worker, inference, webhooks, httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://sightline.test", timeout=60,

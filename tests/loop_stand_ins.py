@@ -36,7 +36,7 @@ from workflows.retraining_types import (
     TrainingParams,
 )
 from workflows.rollout_types import WORKFLOW_NAME as ROLLOUT_WORKFLOW
-from workflows.rollout_types import RolloutInput
+from workflows.rollout_types import LineCheck, LineCheckInput, RolloutInput
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -137,5 +137,9 @@ class ScriptedRetraining:
         async def finish_retraining_run(input: FinishRunInput) -> None:
             self.finished.append(input)
 
+        @activity.defn(name="skip_rollout_if_line_busy")
+        async def skip_rollout_if_line_busy(input: LineCheckInput) -> LineCheck:
+            return LineCheck()  # no other rollout holds the model line
+
         return [start_retraining_run, materialize_snapshot, train_candidate, evaluate_candidate, register_candidate,
-                hand_to_rollout, finish_retraining_run]
+                hand_to_rollout, finish_retraining_run, skip_rollout_if_line_busy]

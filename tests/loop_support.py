@@ -22,6 +22,7 @@ from vision.camera import Conditions, GeneratedFrame, generate_frames
 from vision.registry import ModelRegistry
 from vision.signatures import KEY_FILE, signer_from_settings
 from vision.training import TrainingResult, reference_rows
+from workers.drift import drift_worker
 from workers.loop import LOOP_WORKFLOWS, loop_activities
 from workers.orchestration import WORKFLOW_RUNNER
 from workers.training import training_worker
@@ -42,13 +43,15 @@ def session_signing_key() -> str:
 async def loop_workers(client: Client, pool: DbPool, store: ObjectStore, settings: Settings,
                        registry: ModelRegistry, training: bool = True) -> AsyncIterator[None]:
     """The loop's workflows and activities on the settings' orchestration queue, the webhook worker
-    beside it (where drift.detected goes), and the training worker on its training queue."""
+    beside it (where drift.detected goes), the drift worker on its drift queue and the training worker
+    on its training queue."""
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(Worker(
             client, task_queue=settings.orchestration_task_queue, workflows=LOOP_WORKFLOWS,
             workflow_runner=WORKFLOW_RUNNER, activities=loop_activities(pool, store, settings, registry),
         ))
         await stack.enter_async_context(webhook_worker(client, pool, settings))
+        await stack.enter_async_context(drift_worker(client, pool, store, settings, registry))
         if training:
             await stack.enter_async_context(training_worker(client, pool, store, settings, registry))
         yield

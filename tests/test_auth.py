@@ -241,7 +241,7 @@ def test_require_roles_rejects_unknown_role_names():
 
 
 def test_keys_cli_create_list_revoke(postgres_url, monkeypatch):
-    from infra.keys_cli import keys_app
+    from cli.keys import keys_app
     from infra.settings import get_settings
 
     monkeypatch.setenv("SIGHTLINE_DATABASE_URL", postgres_url)

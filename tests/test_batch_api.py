@@ -39,8 +39,8 @@ async def test_batch_with_a_corrupt_frame_completes_and_records_every_frame(api)
     )
     assert response.status_code == 202, response.text
     accepted = response.json()
-    assert accepted["batch_id"] == "batch:cam-a:k1" and accepted["created"] is True
-    assert accepted["temporal_ui_url"].endswith("/workflows/batch:cam-a:k1")
+    assert accepted["batch_id"] == "batch:site-1:cam-a:k1" and accepted["created"] is True
+    assert accepted["temporal_ui_url"].endswith("/workflows/batch:site-1:cam-a:k1")
 
     batch = await wait_for_batch(api, accepted["batch_id"])
     assert batch["status"] == "completed"
@@ -76,8 +76,8 @@ async def test_concurrent_resubmits_start_one_workflow(api):
     files = multipart([("a.jpg", jpeg_frame(2), "image/jpeg")])
     responses = await asyncio.gather(*(api.http.post("/v1/batches", data=form, files=files) for _ in range(4)))
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 202]
-    await wait_for_batch(api, "batch:cam-c:race")
-    runs = [w async for w in api.client.list_workflows("WorkflowId = 'batch:cam-c:race'")]
+    await wait_for_batch(api, "batch:default:cam-c:race")
+    runs = [w async for w in api.client.list_workflows("WorkflowId = 'batch:default:cam-c:race'")]
     assert len(runs) == 1
 
 
@@ -190,6 +190,16 @@ async def test_json_batch_names_the_callers_own_uploads(api):
     assert batch["frames"][0]["filename"] == "a.jpg"
     assert (await api.http.post("/v1/batches", json=body)).status_code == 200
 
+    # Uploads are write-once, and a batch names a copy at the content address of what it read: other
+    # bytes under the name later change nothing a batch, a reviewer or a training snapshot holds.
+    assert (await api.http.put("/v1/uploads/a.jpg", content=jpeg_frame(5))).status_code == 200, "a retried PUT"
+    overwrite = await api.http.put("/v1/uploads/a.jpg", content=jpeg_frame(500))
+    assert overwrite.status_code == 409 and "write-once" in overwrite.json()["detail"]
+    assert batch["frames"][0]["object_key"] == frame_key(sha256_hex(jpeg_frame(5)))
+    api.store.put(key_a, jpeg_frame(501))  # even bytes changed behind the API's back
+    frame = (await api.http.get(f"/v1/frames/{batch['frames'][0]['frame_id']}")).json()
+    assert (await api.http.get(frame["image_url"])).content == jpeg_frame(5)
+
     # Only objects under the caller's own prefix: not a model file, not another caller's upload.
     api.store.put("models/v1/weights.pt", b"not yours")
     other = await api.http.put("/v1/uploads/c.jpg", content=jpeg_frame(7), headers=api.auth("admin"))
@@ -220,10 +230,10 @@ async def test_list_filters_and_pages(api):
                                        files=multipart([("a.jpg", jpeg_frame(100 + i), "image/jpeg")]))
         await wait_for_batch(api, response.json()["batch_id"])
     page = (await api.http.get("/v1/batches", params={"camera_id": "list-a", "limit": 2})).json()
-    assert [b["batch_id"] for b in page["items"]] == ["batch:list-a:l2", "batch:list-a:l1"]
+    assert [b["batch_id"] for b in page["items"]] == ["batch:list-site:list-a:l2", "batch:list-site:list-a:l1"]
     rest = (await api.http.get("/v1/batches", params={"camera_id": "list-a", "limit": 2,
                                                       "cursor": page["next_cursor"]})).json()
-    assert [b["batch_id"] for b in rest["items"]] == ["batch:list-a:l0"] and rest["next_cursor"] is None
+    assert [b["batch_id"] for b in rest["items"]] == ["batch:list-site:list-a:l0"] and rest["next_cursor"] is None
     by_site = (await api.http.get("/v1/batches", params={"site_id": "list-site", "status": "completed"})).json()
     assert len(by_site["items"]) == 5
     failed = await api.http.get("/v1/batches", params={"status": "failed", "site_id": "list-site"})
@@ -288,7 +298,7 @@ async def test_batch_ids_are_unambiguous_and_streams_have_their_own_namespace(ap
     assert first.json()["batch_id"] != second.json()["batch_id"]
     assert second.json()["created"] is True
     # A stream's batch ids start with `stream:`; a submission's always with `batch:`.
-    assert stream_batch_id("amb", "20260101-abc", 0).startswith("stream:")
+    assert stream_batch_id("default", "amb", "20260101-abc", 0).startswith("stream:")
     assert first.json()["batch_id"].startswith("batch:")
 
 
@@ -305,17 +315,17 @@ async def test_the_same_key_with_other_frames_is_a_conflict(api):
 
 
 async def test_the_longest_ids_the_api_accepts_fit_everywhere_they_go(api):
-    """A camera id and key at their limits pass the API and serving's schema alike; one character
-    more is refused at the API, not 30 retries later in serving."""
+    """A site id, camera id and key at their limits pass the API and serving's schema alike; one
+    character more is refused at the API, not 30 retries later in serving."""
     assert MAX_FRAME_ID <= serving_schema.MAX_FRAME_ID
-    camera, key = "c" * MAX_NAME, "k" * MAX_KEY
-    response = await api.http.post("/v1/batches", data={"camera_id": camera, "idempotency_key": key},
+    site, camera, key = "s" * MAX_NAME, "c" * MAX_NAME, "k" * MAX_KEY
+    response = await api.http.post("/v1/batches", data={"site_id": site, "camera_id": camera, "idempotency_key": key},
                                    files=multipart([("a.jpg", jpeg_frame(60), "image/jpeg")]))
     assert response.status_code == 202, response.text
     batch = await wait_for_batch(api, response.json()["batch_id"])
     assert batch["status"] == "completed" and batch["accepted_count"] == 1
     frame_id = batch["frames"][0]["frame_id"]
-    assert serving_schema.FrameKey(frame_id=frame_id, object_key="k")
+    assert len(frame_id) == MAX_FRAME_ID and serving_schema.FrameKey(frame_id=frame_id, object_key="k")
     too_long = await api.http.post("/v1/batches", data={"camera_id": camera + "c", "idempotency_key": "k"},
                                    files=multipart([("a.jpg", jpeg_frame(60), "image/jpeg")]))
     assert too_long.status_code == 422 and "camera_id" in too_long.json()["detail"]

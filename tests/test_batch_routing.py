@@ -88,7 +88,8 @@ async def test_low_confidence_goes_to_review_and_a_confident_defect_alerts(api):
         assert not verify("another-secret", b2, h2["x-sightline-signature"])
         body = json.loads(b2)
         assert body["event"] == "batch.defects"
-        assert body["data"]["defects"] == [{"frame_id": f"{batch_id}:0001", "label": "dent", "confidence": 0.97}]
+        assert body["data"]["defects"] == [{"frame_id": f"{batch_id}:0001", "label": "dent", "confidence": 0.97,
+                                               "model_version": api.classifier.model_version}]
 
 
 @pytest.mark.settings(qa_sample_rate=1.0)

@@ -63,7 +63,7 @@ def test_invalid_conditions_are_refused(bad):
 def test_camera_command_writes_decodable_jpegs_and_labels(tmp_path):
     import typer
 
-    from vision.cli import camera_command
+    from cli.camera import camera_command
 
     app = typer.Typer()
     app.command("camera")(camera_command)

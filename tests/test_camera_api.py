@@ -16,7 +16,7 @@ async def test_camera_frames_become_batches(api):
         response = await api.http.post("/v1/cameras/live-1/frames", data={"site_id": "plant-z"},
                                        files={"frame": (f"{i}.jpg", jpeg_frame(700 + i), "image/jpeg")})
         assert response.status_code == 202, response.text
-        assert response.json()["stream_workflow_id"] == "camera-live-1"
+        assert response.json()["stream_workflow_id"] == "camera:plant-z:live-1"
 
     async def two_completed_batches():
         page = (await api.http.get("/v1/batches", params={"camera_id": "live-1", "status": "completed"})).json()
@@ -28,10 +28,10 @@ async def test_camera_frames_become_batches(api):
     assert {b["site_id"] for b in batches} == {"plant-z"}
     async with api.pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) AS n FROM audit_log WHERE action = 'camera.frame' "
-                                 "AND workflow_id = 'camera-live-1'")
+                                 "AND workflow_id = 'camera:plant-z:live-1'")
         assert (await cur.fetchone())["n"] == 4
-    await api.client.get_workflow_handle("camera-live-1").signal("close")
-    await asyncio.wait_for(api.client.get_workflow_handle("camera-live-1").result(), 30)
+    await api.client.get_workflow_handle("camera:plant-z:live-1").signal("close")
+    await asyncio.wait_for(api.client.get_workflow_handle("camera:plant-z:live-1").result(), 30)
 
 
 async def test_camera_frame_limits(api):

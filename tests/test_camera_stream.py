@@ -35,7 +35,7 @@ def _frame(n: int) -> CameraFrame:
 async def _send(client: Client, task_queue: str, input: CameraStreamInput, frame: CameraFrame):
     """What POST /v1/cameras/{id}/frames does: signal-with-start (the input only matters for a new run)."""
     return await client.start_workflow(
-        CameraStreamWorkflow.run, input, id=camera_workflow_id(input.camera_id), task_queue=task_queue,
+        CameraStreamWorkflow.run, input, id=camera_workflow_id(input.site_id, input.camera_id), task_queue=task_queue,
         start_signal=FRAME_SIGNAL, start_signal_args=[frame],
     )
 
@@ -44,8 +44,8 @@ def _worker(client: Client, task_queue: str) -> Worker:
     return Worker(client, task_queue=task_queue, workflows=[CameraStreamWorkflow, RecordingBatchWorkflow])
 
 
-async def _batches(client: Client, camera_id: str, count: int) -> list[FrameBatchInput]:
-    stream = client.get_workflow_handle(camera_workflow_id(camera_id))
+async def _batches(client: Client, camera_id: str, count: int, site_id: str = "default") -> list[FrameBatchInput]:
+    stream = client.get_workflow_handle(camera_workflow_id(site_id, camera_id))
 
     async def started():
         status = await stream.query(CameraStreamWorkflow.status)
@@ -53,7 +53,7 @@ async def _batches(client: Client, camera_id: str, count: int) -> list[FrameBatc
 
     status = await eventually(started, message=f"{count} batches")
     assert status.batches_started == count
-    ids = [stream_batch_id(camera_id, status.stream_epoch, seq) for seq in range(count)]
+    ids = [stream_batch_id(site_id, camera_id, status.stream_epoch, seq) for seq in range(count)]
     return [await _batch(client, i) for i in ids]
 
 
@@ -88,8 +88,8 @@ async def test_frames_become_batches_by_count(temporal_client, task_queue):
     async with _worker(temporal_client, task_queue):
         for frame in frames:
             await _send(temporal_client, task_queue, input, frame)
-        first, second = await _batches(temporal_client, camera, 2)
-        stream = temporal_client.get_workflow_handle(camera_workflow_id(camera))
+        first, second = await _batches(temporal_client, camera, 2, "plant-a")
+        stream = temporal_client.get_workflow_handle(camera_workflow_id("plant-a", camera))
         status = await stream.query(CameraStreamWorkflow.status)
         assert status.pending == 1, "the ninth frame waits for more"
 
@@ -97,7 +97,7 @@ async def test_frames_become_batches_by_count(temporal_client, task_queue):
     assert _keys(second) == [f.object_key for f in frames[4:8]]
     assert first.frames[2].size_bytes == frames[2].size_bytes and first.frames[2].content_type == "image/jpeg"
     # Frame ids come from the child's batch id and the frame's position in it.
-    assert first.batch_id.startswith(f"stream:{camera}:") and first.batch_id.endswith(":000000")
+    assert first.batch_id.startswith(f"stream:plant-a:{camera}:") and first.batch_id.endswith(":000000")
     assert make_frame_id(first.batch_id, 3) == f"{first.batch_id}:0003"
     # The template's options reach every batch; the per-batch fields are the stream's.
     assert (first.camera_id, first.site_id, first.chunk_size) == (camera, "plant-a", 8)
@@ -107,7 +107,7 @@ async def test_frames_become_batches_by_count(temporal_client, task_queue):
     child = await temporal_client.get_workflow_handle(first.batch_id).describe()
     assert child.typed_search_attributes.get(sa.CAMERA) == camera
     assert child.typed_search_attributes.get(sa.SITE) == "plant-a"
-    await temporal_client.get_workflow_handle(camera_workflow_id(camera)).terminate("test over")
+    await temporal_client.get_workflow_handle(camera_workflow_id("plant-a", camera)).terminate("test over")
 
 
 async def test_frames_become_a_batch_after_max_wait(temporal_client, task_queue):
@@ -129,7 +129,7 @@ async def test_frames_become_a_batch_after_max_wait(temporal_client, task_queue)
     waited = started.timestamp() - sent_at
     assert 1.4 <= waited < 10, f"the batch started {waited:.2f}s after its first frame"
     assert _keys(later) == [late.object_key] and later.batch_id.endswith(":000001")
-    await temporal_client.get_workflow_handle(camera_workflow_id(camera)).terminate("test over")
+    await temporal_client.get_workflow_handle(camera_workflow_id("default", camera)).terminate("test over")
 
 
 async def test_continue_as_new_carries_pending_frames_and_sequence(temporal_client, task_queue):
@@ -140,7 +140,7 @@ async def test_continue_as_new_carries_pending_frames_and_sequence(temporal_clie
     # the first run, and the fifth frame must cross continue-as-new to reach a batch.
     for frame in frames:
         await _send(temporal_client, task_queue, input, frame)
-    stream = temporal_client.get_workflow_handle(camera_workflow_id(camera))
+    stream = temporal_client.get_workflow_handle(camera_workflow_id("default", camera))
     first_run_id = (await stream.describe()).run_id
     async with _worker(temporal_client, task_queue):
         batches = await _batches(temporal_client, camera, 3)
@@ -171,7 +171,7 @@ async def test_history_limit_triggers_continue_as_new(temporal_client, task_queu
         for frame in frames[1:]:
             await _send(temporal_client, task_queue, input, frame)
         batches = await _batches(temporal_client, camera, 4)
-        stream = temporal_client.get_workflow_handle(camera_workflow_id(camera))
+        stream = temporal_client.get_workflow_handle(camera_workflow_id("default", camera))
         status = await stream.query(CameraStreamWorkflow.status)
         runs = await _runs_in_chain(temporal_client, stream.id, first_run_id)
     assert [_keys(b) for b in batches] == [[f.object_key] for f in frames]
@@ -188,7 +188,8 @@ async def test_close_flushes_and_a_restarted_stream_gets_new_ids(temporal_client
     async with _worker(temporal_client, task_queue):
         for frame in frames:
             await _send(temporal_client, task_queue, input, frame)
-        stream = temporal_client.get_workflow_handle(camera_workflow_id(camera), result_type=CameraStreamResult)
+        stream = temporal_client.get_workflow_handle(camera_workflow_id("default", camera),
+                                                     result_type=CameraStreamResult)
         await eventually(lambda: _has_batches(stream, 1), message="first batch")
         await stream.signal(CameraStreamWorkflow.close)
         result = await asyncio.wait_for(stream.result(), timeout=30)

@@ -3,15 +3,17 @@ it is closed: only the API published, no credential written in it, every secret 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
+import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import yaml
 
-from infra.secret_key import SecretKeyMissing, require_configured_secret
+from infra.secret_key import SecretKeyMissing, require_configured_secret, secret_key
 from infra.settings import Settings
 
 ROOT = Path(__file__).parent.parent
@@ -129,6 +131,25 @@ def test_app_services_run_modules_that_exist_and_wait_for_their_dependencies():
     assert importlib.util.find_spec("workers.health") is not None
 
 
+def test_migrations_run_once_in_a_job_the_app_services_wait_for():
+    job = SERVICES["migrate"]
+    assert job["command"] == ["sightline", "migrate"] and job.get("restart") == "no"
+    assert job["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert job["environment"]["SIGHTLINE_DATABASE_URL"] == ENV["SIGHTLINE_DATABASE_URL"]
+    for name in ("api", "worker", "ray-head"):
+        assert SERVICES[name]["depends_on"].get("migrate") == {"condition": "service_completed_successfully"}, name
+    # The image's `sightline` is the project's entry point, and it has the command.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    module, _, attribute = pyproject["project"]["scripts"]["sightline"].partition(":")
+    assert module == "cli.main" and callable(getattr(importlib.import_module(module), attribute))
+    assert "COPY cli cli" in (ROOT / "Dockerfile").read_text()
+    import typer
+
+    from cli.main import app
+
+    assert "migrate" in typer.main.get_group(app).commands
+
+
 def test_no_default_object_store_credentials_in_settings():
     settings = Settings(_env_file=None)
     assert settings.s3_access_key == "" and settings.s3_secret_key == ""
@@ -146,6 +167,14 @@ def test_the_api_refuses_to_start_outside_the_local_stack_without_a_secret(overr
 
 
 def test_the_local_stack_and_a_configured_secret_start(tmp_path):
-    require_configured_secret(Settings(_env_file=None, data_dir=tmp_path))  # loopback, local: generated is fine
-    require_configured_secret(Settings(_env_file=None, data_dir=tmp_path, deployment="production",
-                                       api_host="0.0.0.0", secret_key="k" * 48))
+    """The local stack starts with a key it generates once and keeps; production with the configured one,
+    and never writes a key of its own."""
+    local = Settings(_env_file=None, data_dir=tmp_path / "local")
+    require_configured_secret(local)  # loopback, local: a generated key is fine
+    generated = secret_key(local)
+    assert len(generated) >= 32 and (tmp_path / "local" / "secret_key").read_text() == generated
+    assert secret_key(local) == generated, "generated once, then kept"
+    configured = Settings(_env_file=None, data_dir=tmp_path / "prod", deployment="production", api_host="0.0.0.0",
+                          secret_key="k" * 48)
+    require_configured_secret(configured)
+    assert secret_key(configured) == "k" * 48 and not (tmp_path / "prod" / "secret_key").exists()

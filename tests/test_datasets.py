@@ -9,10 +9,14 @@ import pytest
 from infra.store import LocalStore, put_frame, sha256_hex
 from vision.camera import generate_frames
 from vision.datasets import (
+    CHANGED,
+    MISSING,
     REVIEWED,
     BaseSetSpec,
     ReviewedFrame,
+    SkippedFrame,
     SnapshotError,
+    SnapshotManifest,
     SnapshotRequest,
     load_splits,
     materialize,
@@ -73,6 +77,35 @@ def test_loading_checks_every_frame(tmp_path):
     store.put(victim.key, b"\xff\xd8\xff different bytes")
     with pytest.raises(SnapshotError, match="sha256"):
         load_splits(store, manifest, Processing(classes=BASE.classes, input_size=32))
+    # Training passes a list: a reviewed frame changed since is left out and reported, not fatal.
+    skipped: list[SkippedFrame] = []
+    splits = load_splits(store, manifest, Processing(classes=BASE.classes, input_size=32), skipped)
+    assert skipped == [SkippedFrame(victim.name, CHANGED)]
+    assert sum(len(s.y) for s in splits.values()) == len(manifest.entries) - 1
     store.delete(victim.key)
     with pytest.raises(SnapshotError, match="missing"):
         load_splits(store, manifest, Processing(classes=BASE.classes, input_size=32))
+    skipped.clear()
+    load_splits(store, manifest, Processing(classes=BASE.classes, input_size=32), skipped)
+    assert skipped == [SkippedFrame(victim.name, MISSING)]
+    # The generated set is ours: a change there fails the load whatever the caller passes.
+    generated = next(e for e in manifest.entries if e.source != REVIEWED)
+    store.put(generated.key, b"\xff\xd8\xff not the generator's")
+    with pytest.raises(SnapshotError, match="sha256"):
+        load_splits(store, manifest, Processing(classes=BASE.classes, input_size=32), [])
+
+
+def test_a_snapshot_leaves_out_and_reports_reviewed_frames_whose_bytes_changed(tmp_path):
+    """One frame's bytes changed under its name after it was labelled (an upload put again before
+    uploads were write-once) must not fail every later snapshot that holds its label."""
+    store = LocalStore(tmp_path / "s")
+    reviewed = _reviewed(store, 4)
+    store.put(reviewed[1].object_key, b"\xff\xd8\xff other bytes")
+    store.delete(reviewed[2].object_key)
+    manifest, _, _ = materialize(store, SnapshotRequest(BASE, reviewed, 0))
+    assert {e.name for e in manifest.entries if e.source == REVIEWED} == {reviewed[0].frame_id, reviewed[3].frame_id}
+    assert manifest.skipped == [SkippedFrame(reviewed[1].frame_id, CHANGED),
+                                SkippedFrame(reviewed[2].frame_id, MISSING)]
+    assert manifest.counts()["skipped_by_reason"] == {CHANGED: 1, MISSING: 1}
+    again = SnapshotManifest.from_json(manifest.to_json())
+    assert again.skipped == manifest.skipped

@@ -97,6 +97,12 @@ async def test_a_drifted_site_is_reported_and_waits_for_labels(drift_env, tempor
 
     calm_id, calm_result = await _check(temporal_client, settings, calm)
     assert calm_result.status == DriftStatus.NO_DRIFT and calm_result.decision is None
+    # Evidently runs on the drift queue, never on the orchestration workers that move batches along.
+    history = await temporal_client.get_workflow_handle(calm_id).fetch_history()
+    queues = {e.activity_task_scheduled_event_attributes.activity_type.name:
+              e.activity_task_scheduled_event_attributes.task_queue.name
+              for e in history.events if e.HasField("activity_task_scheduled_event_attributes")}
+    assert queues["run_drift_check"] == settings.drift_task_queue != settings.orchestration_task_queue
     await loop_history(temporal_client.get_workflow_handle(calm_id), "drift_check_no_drift")
 
     shift_id, result = await _check(temporal_client, settings, drifting)

@@ -1,7 +1,7 @@
 """The dependency direction, enforced: every import in our packages is checked against the layer table
 (the README's layout table says the same in prose). `infra` is at the bottom, `workflows` is pure,
-`vision` is a leaf of image and model code, `activities` and `api` sit on top, and `workers`, `bench`
-and `tests` may use everything."""
+`vision` is a leaf of image and model code, `activities` and `api` sit on top, `workers` and `cli` use
+all of those (nothing imports `cli` but `bench` and `tests`), and `bench` and `tests` use everything."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = ("infra", "workflows", "vision", "serving", "activities", "api", "workers", "bench", "tests")
+FIRST_PARTY = ("infra", "workflows", "vision", "serving", "activities", "api", "workers", "cli", "edge", "bench",
+               "tests")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,13 @@ LAYERS: dict[str, Layer] = {
     "activities": Layer(frozenset({"infra", "vision", "workflows", "activities", "serving.client", "serving.schema"}),
                         never=frozenset({"fastapi", "starlette"})),
     "api": Layer(frozenset({"infra", "vision", "workflows", "api"}), never=frozenset({"ray", "torch", "onnxruntime"})),
-    "workers": Layer(frozenset(FIRST_PARTY)),
+    # The edge agent runs beside the cameras, away from the stack: image and model code, the bottom layer
+    # and an HTTP client, never Temporal, Ray, the API's web framework or torch.
+    "edge": Layer(frozenset({"infra", "vision", "edge"}),
+                  never=frozenset({"temporalio", "ray", "fastapi", "starlette", "torch", "torchvision"})),
+    "workers": Layer(frozenset(FIRST_PARTY) - {"cli"}),
+    # The command line and the demo: on top of every layer that runs in production, under bench and tests.
+    "cli": Layer(frozenset(FIRST_PARTY) - {"bench", "tests"}),
     "bench": Layer(frozenset(FIRST_PARTY)),
     "tests": Layer(frozenset(FIRST_PARTY)),
 }
@@ -109,6 +116,15 @@ def test_every_package_has_a_layer() -> None:
     ("workflows", "from activities.reviews import ReviewActivities", "workflows imports activities.reviews"),
     ("activities", "from serving.classifier import Classifier", "activities imports serving.classifier"),
     ("api", "def f():\n    from workers.main import run_worker", "api imports workers.main"),
+    ("api", "from cli.loop_story import make_keys", "api imports cli.loop_story"),
+    ("infra", "def f():\n    from cli.main import app", "infra imports cli.main"),
+    ("workers", "from cli.demo import demo_command", "workers imports cli.demo"),
+    ("cli", "from bench.ingest import main", "cli imports bench.ingest"),
+    ("cli", "from tests.polling import wait_until", "cli imports tests.polling"),
+    ("edge", "from temporalio.client import Client", "edge imports temporalio"),
+    ("edge", "from serving.backends.onnx import OnnxRuntimeBackend", "edge imports serving.backends.onnx"),
+    ("edge", "from api.main import create_app", "edge imports api.main"),
+    ("edge", "import torch", "edge imports torch"),
 ])
 def test_the_check_catches_a_wrong_import(layer: str, source: str, expected: str) -> None:
     assert any(expected in v for v in violations(layer, source, layer, "x.py"))
@@ -118,3 +134,9 @@ def test_passed_through_activities_are_allowed_in_workflows() -> None:
     source = ("from temporalio import workflow\nwith workflow.unsafe.imports_passed_through():\n"
               "    from activities.reviews import ReviewActivities\n")
     assert violations("workflows", source, "workflows", "x.py") == []
+
+
+def test_only_bench_and_tests_may_import_the_command_line() -> None:
+    for name, layer in LAYERS.items():
+        if name not in ("cli", "bench", "tests"):
+            assert not any(a == "cli" or a.startswith("cli.") for a in layer.may_import), name

@@ -122,10 +122,11 @@ async def test_a_classification_result_stays_compact(serving_url, db_pool, model
         result = await ActivityEnvironment().run(InferenceActivities(client, db_pool).classify_batch,
                                                  _input(batch_id, 256))
     assert result.classified == 256 and sum(result.label_counts.values()) == 256
-    # Only the frames that go somewhere come back; predictions stay in Postgres.
-    assert all(r.route in ("review", "alert") for r in result.routed)
+    # Only the frames that go somewhere come back, each with the version that answered it; predictions
+    # stay in Postgres.
+    assert all(r.route in ("review", "alert") and r.model_version == "v1" for r in result.routed)
     size = len(DataConverter.default.payload_converter.to_payloads([result])[0].data)
-    assert size < 200 + 250 * len(result.routed), size
+    assert size < 200 + 280 * len(result.routed), size
 
 
 async def test_serving_errors_become_retryable_or_not(serving_url, db_pool, model_store, production_model):

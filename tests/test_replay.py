@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from infra.settings import Settings
 from infra.store import LocalStore
 from tests.frames import jpeg_frame, multipart, truncated_jpeg
 from tests.history_recorder import (
+    HISTORIES,
     HistoryRecorder,
     load_history,
     name_prefix,
@@ -38,6 +40,7 @@ from tests.webhook_receiver import Receiver
 from workers.orchestration import WORKFLOW_RUNNER, orchestration_worker
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import WebhookDeliveryInput, WebhookRetry, webhook_workflow_id
+from workflows.batch_types import FrameBatchResult
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.camera_stream_types import (
     FRAME_SIGNAL,
@@ -89,6 +92,17 @@ async def test_a_changed_workflow_fails_replay():
 
 # ---- recording fresh histories ------------------------------------------------------------------
 
+# Events a workflow's own commands produce; the rest (tasks, their timing, children's progress) vary.
+COMMAND_EVENTS = ("activity_task_scheduled", "timer_started", "marker_recorded",
+                  "start_child_workflow_execution_initiated", "upsert_workflow_search_attributes",
+                  "workflow_execution_completed", "workflow_execution_failed")
+
+
+def command_shape(history: WorkflowHistory) -> Counter[str]:
+    kinds = (event.WhichOneof("attributes") for event in history.events)
+    return Counter(kind.removesuffix("_event_attributes") for kind in kinds
+                   if kind and kind.removesuffix("_event_attributes") in COMMAND_EVENTS)
+
 
 async def test_frame_batch_taking_every_path(api, record_history: HistoryRecorder):
     """A batch that takes every path: a rejected frame, a review task, an unfamiliar frame, a defect."""
@@ -102,9 +116,16 @@ async def test_frame_batch_taking_every_path(api, record_history: HistoryRecorde
     api.classifier.script(frame_key(sha256_hex(files[4][1])), "dent", 1.0, unfamiliar=True)
     response = await api.http.post("/v1/batches", data={"camera_id": "replay", "idempotency_key": "r1"},
                                    files=multipart(files))
-    handle = api.client.get_workflow_handle(response.json()["batch_id"])
-    await asyncio.wait_for(handle.result(), 60)
-    await record_history(handle, "frame_batch_durable_every_path")
+    handle = api.client.get_workflow_handle(response.json()["batch_id"], result_type=FrameBatchResult)
+    result = await asyncio.wait_for(handle.result(), 60)
+    # It took every path: otherwise the history stored under this name would not be what it says.
+    assert (result.rejected, result.sent_to_review, result.defects, result.unfamiliar) == (1, 2, 1, 1)
+    fresh = await record_history(handle, "frame_batch_durable_every_path")
+    # The stored history is kept (runs begun on old code must replay); a run of today's code must still
+    # take its shape, so a workflow change that issues other commands fails here until today's run is
+    # recorded under a new name beside the old one.
+    stored = load_history(HISTORIES / "frame_batch_durable_every_path.json")
+    assert command_shape(fresh) == command_shape(stored), "the batch's commands changed: record a new history"
 
 
 async def test_camera_stream_across_continue_as_new(temporal_client: Client, task_queue: str,
@@ -118,7 +139,7 @@ async def test_camera_stream_across_continue_as_new(temporal_client: Client, tas
         digest = uuid.uuid4().hex * 2
         frame = CameraFrame(f"frames/sha256/{digest[:2]}/{digest}", digest, 1000 + n, "image/jpeg",
                             filename=f"f{n}.jpg")
-        await temporal_client.start_workflow(CameraStreamWorkflow.run, input, id=camera_workflow_id(camera),
+        await temporal_client.start_workflow(CameraStreamWorkflow.run, input, id=camera_workflow_id("plant-a", camera),
                                              task_queue=task_queue, start_signal=FRAME_SIGNAL,
                                              start_signal_args=[frame])
 
@@ -128,7 +149,7 @@ async def test_camera_stream_across_continue_as_new(temporal_client: Client, tas
     # Signalled before any worker runs, so the first task sees all seven frames.
     for n in range(7):
         await send(n)
-    stream = temporal_client.get_workflow_handle(camera_workflow_id(camera), result_type=CameraStreamResult)
+    stream = temporal_client.get_workflow_handle(camera_workflow_id("plant-a", camera), result_type=CameraStreamResult)
     first_run = temporal_client.get_workflow_handle(stream.id, run_id=(await stream.describe()).run_id)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[CameraStreamWorkflow, RecordingBatchWorkflow],
                       workflow_runner=WORKFLOW_RUNNER):

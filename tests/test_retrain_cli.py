@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from api import retrain_cli
 from api.services.retraining import RetrainingService
+from cli import retrain
 from workflows.retraining_types import RetrainingProgress, TrainingProgress
 
 
@@ -33,7 +33,7 @@ class ScriptedRun:
 
 async def test_the_cli_follows_a_run_until_it_closes(capsys):
     run = ScriptedRun()
-    state, progress = await retrain_cli.follow(cast(RetrainingService, run), "retraining-snap-1", poll_s=0)
+    state, progress = await retrain.follow(cast(RetrainingService, run), "retraining-snap-1", poll_s=0)
     assert state == "completed" and progress.candidate_version == "v9"
     assert run.asked == len(run.states)
     shown = capsys.readouterr().out
@@ -41,7 +41,7 @@ async def test_the_cli_follows_a_run_until_it_closes(capsys):
 
 
 def test_the_bar_shows_epoch_loss_and_eta():
-    fields = retrain_cli._describe("running", RetrainingProgress("training", "s", TrainingProgress(
+    fields = retrain._describe("running", RetrainingProgress("training", "s", TrainingProgress(
         epoch=2, epochs=6, step=20, steps=60, loss=0.12345, eta_s=41.6)))
     assert fields == {"description": "training", "loss": "0.1235", "eta": "42s", "epoch": "2/6"}
-    assert retrain_cli._describe("running", None)["description"] == "running"
+    assert retrain._describe("running", None)["description"] == "running"

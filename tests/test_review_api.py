@@ -182,13 +182,14 @@ async def test_a_scoped_key_sees_and_acts_on_its_sites_and_cameras_only(api):
     listed = (await api.http.get("/v1/reviews", params={"batch_id": batch}, headers=cam2)).json()
     assert [t["review_id"] for t in listed["tasks"]] == [at_b_cam2]
 
+    # Another site's task is not found: a key of one site learns nothing of another's, not even that it exists.
     for method, path in (("GET", f"/v1/reviews/{at_a}"), ("GET", f"/v1/reviews/{at_a}/frame"),
                          ("POST", f"/v1/reviews/{at_a}/claim"), ("POST", f"/v1/reviews/{at_a}/release")):
         refused = await api.http.request(method, path, headers=site_b)
-        assert refused.status_code == 403, (method, path, refused.text)
-        assert "plant-b" in refused.text and "plant-a" in refused.text
+        assert refused.status_code == 404, (method, path, refused.text)
+        assert "plant-a" not in refused.text
     refused = await api.http.post(f"/v1/reviews/{at_a}/decision", json={"label": "ok"}, headers=site_b)
-    assert refused.status_code == 403 and refused.json()["detail"]["error"] == "OutOfScope"
+    assert refused.status_code == 404 and refused.json()["detail"]["error"] == "NotFound"
     assert (await api.http.get(f"/v1/reviews/{at_b}/frame", headers=site_b)).status_code == 200
     assert (await api.http.get("/v1/reviews/metrics", headers=site_b)).status_code == 403
 
@@ -201,7 +202,7 @@ async def test_a_scoped_key_sees_and_acts_on_its_sites_and_cameras_only(api):
     assert taken.status_code == 204
     audit = await fetch_all(api.pool, "SELECT details FROM audit_log WHERE workflow_id = %s"
                             " AND action = 'review.claim'", at_a)
-    assert [a["details"]["refusal"] for a in audit] == ["OutOfScope"], "refusals are on the record"
+    assert [a["details"]["refusal"] for a in audit] == ["NotFound"], "refusals are on the record"
 
 
 @pytest.mark.settings(review_max_lease_seconds=600, review_claim_lease_seconds=300, review_max_claims_per_reviewer=2)

@@ -52,8 +52,12 @@ async def test_a_rollout_through_the_api(api, restored, model_store, trained_mod
         return stage.startswith("shadow") and registry.traffic().shadow_version == candidate
 
     await eventually(shadowing, timeout=60, message="the rollout's shadow stage")
-    listed = (await api.http.get("/v1/rollouts", headers=ops)).json()["rollouts"]
-    assert rollout_id in {r["rollout_id"] for r in listed}
+
+    async def listed() -> bool:  # the row follows the workflow's state: written by its next activity
+        rows = (await api.http.get("/v1/rollouts", headers=ops)).json()["rollouts"]
+        return rollout_id in {r["rollout_id"] for r in rows}
+
+    await eventually(listed, timeout=30, message="the rollout in the listing")
 
     for role in ("ingest", "reviewer"):
         refused = await api.http.post(f"/v1/rollouts/{rollout_id}/pause", json={}, headers=api.auth(role))

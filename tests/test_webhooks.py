@@ -249,8 +249,8 @@ def _flat(output: str) -> str:
 
 
 def test_webhooks_cli_registers_a_url_for_a_site_and_prints_its_secret(postgres_url, monkeypatch):
+    from cli.webhooks import webhooks_app
     from infra.settings import get_settings
-    from infra.webhooks_cli import webhooks_app
 
     monkeypatch.setenv("SIGHTLINE_DATABASE_URL", postgres_url)
     get_settings.cache_clear()

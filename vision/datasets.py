@@ -91,12 +91,22 @@ class SnapshotEntry:
     name: str  # generated: <camera>/<index>; reviewed: the frame id
 
 
+@dataclass(frozen=True)
+class SkippedFrame:
+    """A reviewed frame a snapshot left out, and why: its bytes are gone from the store, or are not the
+    bytes the reviewer labelled (the sha256 recorded when it was classified)."""
+
+    frame_id: str
+    reason: str
+
+
 @dataclass
 class SnapshotManifest:
     snapshot_id: str
     base: BaseSetSpec
     reviewed_holdout_pct: int
     entries: list[SnapshotEntry] = field(default_factory=list)
+    skipped: list[SkippedFrame] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -105,13 +115,15 @@ class SnapshotManifest:
             "base": self.base.to_dict(),
             "reviewed_holdout_pct": self.reviewed_holdout_pct,
             "entries": [asdict(e) for e in self.entries],
+            # Only when some were: manifests without any stay byte for byte what they always were.
+            **({"skipped": [asdict(f) for f in self.skipped]} if self.skipped else {}),
         }, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> SnapshotManifest:
         d = json.loads(data)
         return cls(d["snapshot_id"], BaseSetSpec.from_dict(d["base"]), int(d["reviewed_holdout_pct"]),
-                   [SnapshotEntry(**e) for e in d["entries"]])
+                   [SnapshotEntry(**e) for e in d["entries"]], [SkippedFrame(**f) for f in d.get("skipped", [])])
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Frames by class, by source and by split: what a model card reports about its data."""
@@ -120,6 +132,7 @@ class SnapshotManifest:
             "by_source": dict(sorted(Counter(e.source for e in self.entries).items())),
             "by_split": dict(sorted(Counter(e.split for e in self.entries).items())),
             "reviewed_by_class": dict(sorted(Counter(e.label for e in self.entries if e.source == REVIEWED).items())),
+            "skipped_by_reason": dict(sorted(Counter(f.reason for f in self.skipped).items())),
         }
 
 
@@ -225,18 +238,19 @@ def materialize(store: ObjectStore, request: SnapshotRequest) -> tuple[SnapshotM
         body = store.get(key)
         return SnapshotManifest.from_json(body), key, sha256_hex(body)
     entries = _base_entries(store, base)
+    skipped: list[SkippedFrame] = []
     for r in sorted(reviewed, key=lambda r: r.frame_id):
         if r.label not in base.classes:
             continue  # a class this model does not have
-        digest = r.sha256
-        if not digest:  # a frame stored under a name of the caller's: its bytes say what it is
-            try:
-                digest = sha256_hex(store.get(r.object_key))
-            except ObjectNotFoundError:
-                raise SnapshotError(f"reviewed frame {r.frame_id} is missing from the store: {r.object_key}") from None
+        refusal = _reviewed_refusal(store, r.object_key, r.sha256)
+        if refusal:
+            # One frame changed or lost after it was labelled must not stop every later retraining.
+            skipped.append(SkippedFrame(r.frame_id, refusal))
+            continue
+        digest = r.sha256 or sha256_hex(store.get(r.object_key))  # a name of the caller's: its bytes say
         entries.append(SnapshotEntry(r.object_key, digest, r.label, REVIEWED, reviewed_split(r.frame_id, holdout_pct),
                                      r.frame_id))
-    manifest = SnapshotManifest(sid, base, holdout_pct, entries)
+    manifest = SnapshotManifest(sid, base, holdout_pct, entries, skipped)
     body = manifest.to_json()
     store.put(key, body, "application/json")
     return manifest, key, sha256_hex(body)
@@ -256,6 +270,19 @@ class SplitArrays:
     reviewed: np.ndarray  # bool: the frame came from a reviewer
 
 
+MISSING = "missing from the store"
+CHANGED = "its bytes are not the ones labelled"
+
+
+def _reviewed_refusal(store: ObjectStore, key: str, sha256: str) -> str | None:
+    """Why a reviewed frame cannot be trained on (MISSING, CHANGED), or None."""
+    try:
+        data = store.get(key)
+    except ObjectNotFoundError:
+        return MISSING
+    return CHANGED if sha256 and sha256_hex(data) != sha256 else None
+
+
 def frame_bytes(store: ObjectStore, entry: SnapshotEntry) -> bytes:
     try:
         data = store.get(entry.key)
@@ -266,19 +293,29 @@ def frame_bytes(store: ObjectStore, entry: SnapshotEntry) -> bytes:
     return data
 
 
-def load_splits(store: ObjectStore, manifest: SnapshotManifest, processing: Processing) -> dict[str, SplitArrays]:
-    """Every split's frames, verified, decoded and resized as the serving preprocessor does."""
-    grouped: dict[str, list[SnapshotEntry]] = {}
+def load_splits(store: ObjectStore, manifest: SnapshotManifest, processing: Processing,
+                skipped: list[SkippedFrame] | None = None) -> dict[str, SplitArrays]:
+    """Every split's frames, verified, decoded and resized as the serving preprocessor does. A reviewed
+    frame whose bytes changed or went since the snapshot was built is left out and added to `skipped`
+    (when given; else it fails the load like any frame); the generated set is ours and must be intact."""
+    grouped: dict[str, list[tuple[SnapshotEntry, bytes]]] = {}
     for e in manifest.entries:
-        grouped.setdefault(e.split, []).append(e)
+        try:
+            data = frame_bytes(store, e)
+        except SnapshotError:
+            if e.source != REVIEWED or skipped is None:
+                raise
+            skipped.append(SkippedFrame(e.name, _reviewed_refusal(store, e.key, e.sha256) or CHANGED))
+            continue
+        grouped.setdefault(e.split, []).append((e, data))
     out = {}
     size = processing.input_size
-    for split, entries in grouped.items():
-        x = np.empty((len(entries), size, size, 3), np.uint8)
-        for i, e in enumerate(entries):
-            x[i] = processing.resize(decode_frame(frame_bytes(store, e)).pixels)
-        y = np.array([processing.classes.index(e.label) for e in entries], np.int64)
-        out[split] = SplitArrays(x, y, np.array([e.source == REVIEWED for e in entries], bool))
+    for split, loaded in grouped.items():
+        x = np.empty((len(loaded), size, size, 3), np.uint8)
+        for i, (_, data) in enumerate(loaded):
+            x[i] = processing.resize(decode_frame(data).pixels)
+        y = np.array([processing.classes.index(e.label) for e, _ in loaded], np.int64)
+        out[split] = SplitArrays(x, y, np.array([e.source == REVIEWED for e, _ in loaded], bool))
     return out
 
 

@@ -12,13 +12,10 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from activities.drift import DriftActivities
@@ -30,6 +27,7 @@ from infra.settings import Settings
 from infra.stack_urls import database_url
 from infra.store import ObjectStore
 from vision.registry import ModelRegistry
+from workers.schedules import ensure_schedule
 from workflows.drift_check import DriftCheckWorkflow
 from workflows.drift_types import SCHEDULE_ID, DriftCheckInput
 from workflows.retraining import RetrainingWorkflow
@@ -48,7 +46,8 @@ def loop_activities(pool: DbPool, store: ObjectStore, settings: Settings,
     records = RetrainingRecords(pool, registry)
     rollout = RolloutActivities(pool, registry)
     return [rollout.begin_rollout, rollout.apply_stage, rollout.stage_metrics, rollout.record_rollout, rollout.promote,
-            rollout.roll_back,
+            rollout.roll_back, rollout.skip_rollout_if_line_busy,
+            # run_drift_check runs on the drift queue (workers.drift); it stays here for checks begun before.
             drift.drift_policy, drift.list_drift_sites, drift.run_drift_check, drift.retraining_readiness,
             drift.record_drift_decision,
             records.start_retraining_run, records.finish_retraining_run, records.hand_to_rollout]
@@ -69,26 +68,14 @@ def drift_schedule(settings: Settings) -> Schedule:
 async def ensure_drift_schedule(client: Client, settings: Settings) -> str:
     """Create the drift-check Schedule, or bring an existing one up to the settings (interval, task
     queue). Returns 'created', 'updated' or 'unchanged'."""
-    wanted = drift_schedule(settings)
-    try:
-        await client.create_schedule(SCHEDULE_ID, wanted)
-        log.info("drift schedule created", every_s=settings.drift_check_interval_s)
-        return "created"
-    except ScheduleAlreadyRunningError:
-        pass
-    handle = client.get_schedule_handle(SCHEDULE_ID)
-    current = (await handle.describe()).schedule
-    intervals = current.spec.intervals
-    action = current.action
-    same = (len(intervals) == 1 and intervals[0].every == timedelta(seconds=settings.drift_check_interval_s)
-            and isinstance(action, ScheduleActionStartWorkflow)
-            and action.task_queue == settings.orchestration_task_queue)
-    if same:
-        return "unchanged"
 
-    def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-        return ScheduleUpdate(schedule=wanted)
+    def unchanged(current: Schedule) -> bool:
+        intervals, action = current.spec.intervals, current.action
+        return (len(intervals) == 1 and intervals[0].every == timedelta(seconds=settings.drift_check_interval_s)
+                and isinstance(action, ScheduleActionStartWorkflow)
+                and action.task_queue == settings.orchestration_task_queue)
 
-    await handle.update(update)
-    log.info("drift schedule updated", every_s=settings.drift_check_interval_s)
-    return "updated"
+    outcome = await ensure_schedule(client, SCHEDULE_ID, drift_schedule(settings), unchanged)
+    if outcome != "unchanged":
+        log.info(f"drift schedule {outcome}", every_s=settings.drift_check_interval_s)
+    return outcome

@@ -1,5 +1,5 @@
-"""`python -m workers.main`: one process serving the orchestration, inference, webhook and training task
-queues, as the local stack runs it. Production runs the same workers in separate processes per queue."""
+"""`python -m workers.main`: one process serving the orchestration, inference, webhook, training and drift
+task queues, as the local stack runs it. Production runs the same workers in separate processes per queue."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import signal
 from contextlib import AsyncExitStack
 
 from activities.inference import Classifier
-from infra.db import apply_migrations, open_pool
+from infra.db import open_pool
 from infra.log import configure_logging, get_logger
+from infra.schema_migrations import require_migrated
 from infra.settings import get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
@@ -17,10 +18,13 @@ from infra.temporal import connect, ensure_search_attributes
 from serving.client import ServingClient, ServingHandleClient
 from serving.cluster import join_stack
 from vision.registry import ModelRegistry
+from workers.batch_sweep import ensure_batch_sweep_schedule
+from workers.drift import drift_worker
 from workers.inference import inference_worker
 from workers.loop import ensure_drift_schedule
 from workers.orchestration import orchestration_worker
 from workers.training import training_worker
+from workers.versioning import become_current
 from workers.webhooks import webhook_worker
 from workflows import search_attributes as sa
 
@@ -30,7 +34,7 @@ log = get_logger(__name__)
 async def run_worker() -> None:
     settings = get_settings()
     url = database_url(settings)
-    apply_migrations(url)
+    require_migrated(url)  # applied by `sightline migrate`, never by a worker
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await ensure_search_attributes(client, settings.temporal_namespace, sa.ALL)
     store = store_from_settings(settings)
@@ -47,13 +51,24 @@ async def run_worker() -> None:
             classifier = ServingHandleClient()
         registry = ModelRegistry(url)
         await stack.enter_async_context(orchestration_worker(client, pool, store, settings, registry))
-        await stack.enter_async_context(inference_worker(client, classifier, pool, store, settings, serving))
+        await stack.enter_async_context(inference_worker(client, classifier, pool, settings))
         await stack.enter_async_context(webhook_worker(client, pool, settings))
         await stack.enter_async_context(training_worker(client, pool, store, settings, registry))
-        # After the workers: the Schedule's first sweep finds a worker polling.
+        await stack.enter_async_context(drift_worker(client, pool, store, settings, registry))
+        # After the workers: the Schedules' first runs find a worker polling.
         await ensure_drift_schedule(client, settings)
+        await ensure_batch_sweep_schedule(client, settings)
+        if settings.worker_build_id and settings.worker_becomes_current:
+            promoting = asyncio.create_task(become_current(client, settings))
+            stack.callback(promoting.cancel)
+            try:  # this process polls every queue, so this is quick; in a rolling deployment it waits on
+                # the other queues' workers, in the background
+                await asyncio.wait_for(asyncio.shield(promoting), 30)
+            except TimeoutError:
+                log.warning("this build is not the current one yet; it becomes current in the background",
+                            build_id=settings.worker_build_id)
         log.info("worker started", task_queues=[settings.orchestration_task_queue, settings.inference_task_queue,
-                                                settings.training_task_queue])
+                                                settings.training_task_queue, settings.drift_task_queue])
         await stop.wait()
     log.info("worker stopped")
 

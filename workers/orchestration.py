@@ -7,7 +7,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.batch_records import BatchActivities
-from activities.legacy_batch import LegacyBatchActivities
+from activities.batch_sweep import BatchSweepActivities
 from activities.reviews import ReviewActivities
 from activities.webhooks import WebhookActivities
 from infra.db import DbPool
@@ -15,7 +15,9 @@ from infra.settings import Settings
 from infra.store import ObjectStore
 from vision.registry import ModelRegistry
 from workers.loop import LOOP_WORKFLOWS, loop_activities
+from workers.versioning import deployment_config, workflow_classes
 from workflows.alert_delivery import WebhookDeliveryWorkflow
+from workflows.batch_sweep import StaleBatchSweepWorkflow
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.frame_batch import FrameBatchWorkflow
 from workflows.review_task import ReviewTaskWorkflow
@@ -27,13 +29,14 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
 )
 
-WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow, *LOOP_WORKFLOWS]
+WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow,
+             StaleBatchSweepWorkflow, *LOOP_WORKFLOWS]
 
 
 def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, settings: Settings,
                          registry: ModelRegistry | None = None) -> Worker:
     batches = BatchActivities(pool)
-    legacy = LegacyBatchActivities(pool, store, max_frame_pixels=settings.max_frame_pixels)
+    sweep = BatchSweepActivities(pool, store, client, settings)
     # Deliveries run on their own queue (workers.webhooks); these serve the ones started on this queue
     # before it existed, until none is left.
     webhooks = WebhookActivities.for_settings(pool, settings)
@@ -45,14 +48,13 @@ def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, setti
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         max_cached_workflows=settings.worker_max_cached_workflows,
-        workflows=WORKFLOWS,
+        workflows=workflow_classes(WORKFLOWS, settings),
         workflow_runner=WORKFLOW_RUNNER,
-        activities=[batches.record_frames, batches.close_batch,
+        deployment_config=deployment_config(settings),
+        activities=[batches.record_frames, batches.close_batch, sweep.sweep_stale_batches,
                     webhooks.ensure_webhook_subscription, webhooks.deliver_webhook,
                     reviews.review_policy, reviews.sync_review_projection, reviews.record_review_label,
                     reviews.record_escalation,
-                    # For batches started before the durable path, until none is open.
-                    legacy.record_batch, legacy.validate_frames, legacy.record_predictions, legacy.complete_batch,
                     # Drift checks and the retraining run's records (the training itself: workers.training).
                     *loop_activities(pool, store, settings, registry)],
     )

@@ -12,14 +12,16 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.training import TrainingActivities
-from infra.db import DbPool, apply_migrations, open_pool
+from infra.db import DbPool, open_pool
 from infra.log import configure_logging, get_logger
+from infra.schema_migrations import require_migrated
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import ObjectStore, store_from_settings
 from infra.temporal import connect
 from vision.registry import ModelRegistry
 from vision.signatures import signer_from_settings
+from workers.versioning import deployment_config
 
 log = get_logger(__name__)
 
@@ -40,13 +42,14 @@ def training_worker(client: Client, pool: DbPool, store: ObjectStore, settings: 
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
         graceful_shutdown_timeout=timedelta(seconds=5),
+        deployment_config=deployment_config(settings),
     )
 
 
 async def run_training_worker() -> None:
     settings = get_settings()
     url = database_url(settings)
-    apply_migrations(url)
+    require_migrated(url)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,6 +11,7 @@ from activities.webhooks import WebhookActivities
 from infra.db import DbPool
 from infra.settings import Settings
 from workers.orchestration import WORKFLOW_RUNNER
+from workers.versioning import deployment_config, workflow_classes
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.alert_types import webhook_task_queue
 
@@ -24,8 +25,9 @@ def webhook_worker(client: Client, pool: DbPool, settings: Settings) -> Worker:
     return Worker(
         client,
         task_queue=webhook_task_queue(settings.orchestration_task_queue),
-        workflows=[WebhookDeliveryWorkflow],
+        workflows=workflow_classes([WebhookDeliveryWorkflow], settings),
         workflow_runner=WORKFLOW_RUNNER,
+        deployment_config=deployment_config(settings),
         activities=[webhooks.ensure_webhook_subscription, webhooks.deliver_webhook],
         max_concurrent_activities=MAX_CONCURRENT_DELIVERIES,
     )

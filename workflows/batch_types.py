@@ -13,7 +13,7 @@ MAX_NAME, MAX_KEY = 64, 128
 NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$"  # camera and site ids
 KEY_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_KEY - 1}}}$"  # idempotency keys
 # ':' is outside both alphabets, so the parts of an id are always recoverable: two different
-# (camera, key) pairs can never name one batch.
+# (site, camera, key) triples can never name one batch.
 SEPARATOR = ":"
 
 
@@ -27,10 +27,18 @@ class BatchStatus(StrEnum):
     FAILED = "failed"
 
 
-def batch_workflow_id(camera_id: str, idempotency_key: str) -> str:
-    """`batch:<camera>:<key>`. The same camera and idempotency key always name the same workflow, so a
-    resubmission starts none; camera-stream batches have a namespace of their own (`stream:`), which
-    no submission can reach."""
+def batch_workflow_id(site_id: str, camera_id: str, idempotency_key: str) -> str:
+    """`batch:<site>:<camera>:<key>`. The same site, camera and idempotency key always name the same
+    workflow, so a resubmission starts none, and two sites can never name one batch (whatever their
+    camera ids and keys); camera-stream batches have a namespace of their own (`stream:`), which no
+    submission can reach."""
+    return SEPARATOR.join(("batch", site_id, camera_id, idempotency_key))
+
+
+def legacy_batch_workflow_id(camera_id: str, idempotency_key: str) -> str:
+    """`batch:<camera>:<key>`: the ids batches had before the site was part of them. Three parts where
+    today's have four, so the two never collide; a resubmission of such a batch by its own site is
+    still answered with it (api.services.batches)."""
     return SEPARATOR.join(("batch", camera_id, idempotency_key))
 
 
@@ -39,7 +47,7 @@ def make_frame_id(batch_id: str, position: int) -> str:
 
 
 # The longest frame id: a batch id of the longest camera id and key, and a position.
-MAX_FRAME_ID = len(make_frame_id(batch_workflow_id("c" * MAX_NAME, "k" * MAX_KEY), 9999))
+MAX_FRAME_ID = len(make_frame_id(batch_workflow_id("s" * MAX_NAME, "c" * MAX_NAME, "k" * MAX_KEY), 9999))
 
 
 @dataclass
@@ -79,10 +87,9 @@ class FrameBatchInput:
     model_alias: str = "production"
     inference_task_queue: str = "inference"
     frame_count: int = 0  # frames the API recorded; 0 when `frames` are given
-    # Every start since the durable path sets this. A batch started before has no such field in its
-    # input (so it decodes as False) and replays and finishes on the old steps: the branch is decided
-    # by the input in the history, which costs no marker event the way workflow.patched() would.
-    durable_path: bool = False
+    # Always True: every batch runs the durable path (the steps before it, and their code, are gone, and
+    # no run of them is open). Kept because stored inputs hold it (tests/test_history_fields.py).
+    durable_path: bool = True
 
     @property
     def total_frames(self) -> int:
@@ -124,6 +131,9 @@ class RoutedFrame:
     label: str
     confidence: float
     workflow_id: str | None = None  # the review task or alert delivery started for it
+    # The version that answered this frame (a canary's frames are the candidate's, not production's);
+    # None in batches classified before frames carried it: the batch's model_version answered them.
+    model_version: str | None = None
 
 
 @dataclass
@@ -131,13 +141,14 @@ class ClassifiedFrames:
     """What classifying a range of positions found. Predictions and rejections are in Postgres; only
     totals and the frames that go somewhere come back, so a batch's history stays small."""
 
-    model_version: str | None
+    model_version: str | None  # production's, as serving reported it
     classes: list[str]
     classified: int
     rejected: int
     unfamiliar: int
     label_counts: dict[str, int]
     routed: list[RoutedFrame]
+    version_counts: dict[str, int] = field(default_factory=dict)  # frames answered, by version
 
 
 @dataclass
@@ -163,12 +174,14 @@ class FrameBatchResult:
     frame_count: int
     accepted: int
     rejected: int
-    rejections: list[FrameOutcome] = field(default_factory=list)  # batches before the durable path; now in Postgres
+    # Always empty: rejections are in Postgres. Kept because stored results hold it.
+    rejections: list[FrameOutcome] = field(default_factory=list)
     model_version: str | None = None
     label_counts: dict[str, int] = field(default_factory=dict)
     sent_to_review: int = 0
     defects: int = 0
     unfamiliar: int = 0
+    version_counts: dict[str, int] = field(default_factory=dict)  # frames answered, by model version
 
 
 @dataclass

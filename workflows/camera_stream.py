@@ -1,4 +1,5 @@
-"""CameraStreamWorkflow: one per camera (`camera-<camera_id>`), fed frame by frame by signal-with-start.
+"""CameraStreamWorkflow: one per camera of a site (`camera:<site>:<camera>`), fed frame by frame by
+signal-with-start.
 
 It gathers frames into batches, by count (max_frames) or by time (max_wait_seconds after the oldest
 waiting frame), and starts a FrameBatchWorkflow child for each. Children are abandoned: the stream never
@@ -29,10 +30,14 @@ from workflows.camera_stream_types import (
     CameraStreamResult,
     CameraStreamStatus,
     legacy_stream_batch_id,
+    siteless_stream_batch_id,
     stream_batch_id,
 )
 
+# Patches, oldest first: each changes the ids a stream gives its batches. A run that began before one
+# keeps its ids (its history replays); the run after its next continue-as-new takes the newest.
 STREAM_NAMESPACE = "stream-namespace"
+SITE_IN_BATCH_IDS = "site-in-batch-ids"
 
 
 @workflow.defn
@@ -138,20 +143,22 @@ class CameraStreamWorkflow:
                 lambda: self._batch_full() or self._closing, timeout=timedelta(seconds=remaining)
             )
 
+    @staticmethod
+    def _batch_id(input: CameraStreamInput) -> str:
+        if not workflow.patched(STREAM_NAMESPACE):
+            return legacy_stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
+        if not workflow.patched(SITE_IN_BATCH_IDS):
+            return siteless_stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
+        return stream_batch_id(input.site_id, input.camera_id, input.stream_epoch, input.next_seq)
+
     async def _start_batch(self) -> None:
         input = self._input
         take = input.max_frames
         frames, self._pending = self._pending[:take], self._pending[take:]
         self._arrived = self._arrived[take:]
-        # A run that began before streams had their own id namespace keeps the old ids, so its
-        # history replays; its next run (after continue-as-new) takes the new ones.
-        if workflow.patched(STREAM_NAMESPACE):
-            batch_id = stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
-        else:
-            batch_id = legacy_stream_batch_id(input.camera_id, input.stream_epoch, input.next_seq)
+        batch_id = self._batch_id(input)
         input.next_seq += 1
-        template = input.batch_template or FrameBatchInput("", input.camera_id, input.site_id, [],
-                                                           durable_path=True)
+        template = input.batch_template or FrameBatchInput("", input.camera_id, input.site_id, [])
         child_input = replace(
             template,
             batch_id=batch_id,

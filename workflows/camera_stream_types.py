@@ -11,21 +11,36 @@ CLOSE_SIGNAL = "close"
 STATUS_QUERY = "status"
 
 
-def camera_workflow_id(camera_id: str) -> str:
+def camera_workflow_id(site_id: str, camera_id: str) -> str:
+    """`camera:<site>:<camera>`: one stream per camera of a site, so two sites with a camera of the
+    same name never feed one stream (':' is outside the id alphabets: the parts are recoverable)."""
+    return SEPARATOR.join(("camera", site_id, camera_id))
+
+
+def legacy_camera_workflow_id(camera_id: str) -> str:
+    """`camera-<camera>`: the streams' ids before the site was part of them. A stream still running
+    under one takes no new frames (the API sends them to today's id) and is closed by the API once it
+    sees that camera again (api.services.cameras), finishing the batches it holds under its old ids."""
     return f"camera-{camera_id}"
 
 
-def stream_batch_id(camera_id: str, epoch: str, seq: int) -> str:
-    """The child batch's workflow id, `stream:<camera>:<epoch>:<seq>`: a namespace of the streams' own,
-    so no submission through the API can take (or pre-create) a stream's batch id. The epoch (when the
-    stream first started) keeps a stream that was closed and started again from reusing the ids, and
+def stream_batch_id(site_id: str, camera_id: str, epoch: str, seq: int) -> str:
+    """The child batch's workflow id, `stream:<site>:<camera>:<epoch>:<seq>`: a namespace of the streams'
+    own, so no submission through the API can take (or pre-create) a stream's batch id. The epoch (when
+    the stream first started) keeps a stream that was closed and started again from reusing the ids, and
     so the frame rows, of its earlier batches."""
+    return SEPARATOR.join(("stream", site_id, camera_id, epoch, f"{seq:06d}"))
+
+
+def siteless_stream_batch_id(camera_id: str, epoch: str, seq: int) -> str:
+    """`stream:<camera>:<epoch>:<seq>`: the ids stream runs gave their batches before the site was part
+    of them (see CameraStreamWorkflow._batch_id)."""
     return SEPARATOR.join(("stream", camera_id, epoch, f"{seq:06d}"))
 
 
 def legacy_stream_batch_id(camera_id: str, epoch: str, seq: int) -> str:
     """The ids streams gave their batches before streams had a namespace of their own; a stream run
-    that started then keeps them (see CameraStreamWorkflow._start_batch)."""
+    that started then keeps them (see CameraStreamWorkflow._batch_id)."""
     return f"batch-{camera_id}-stream-{epoch}-{seq:06d}"
 
 

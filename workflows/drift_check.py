@@ -61,6 +61,8 @@ class DriftCheckWorkflow:
             DriftActivities.run_drift_check,
             RunDriftCheckInput(info.workflow_id, info.run_id, input.site_id, policy.window_frames, policy.min_frames,
                                policy.column_share, policy.p_value, input.requested_by, workflow.now().isoformat()),
+            # Evidently on the drift queue, off the workers that move batches along.
+            task_queue=policy.drift_task_queue or None,
             start_to_close_timeout=DRIFT_TIMEOUT, retry_policy=DRIFT_RETRY,
         )
         workflow.upsert_search_attributes([sa.STATUS.value_set(report.status)])

@@ -65,6 +65,7 @@ class DriftPolicy:
     training_timeout_s: float
     params: TrainingParams = field(default_factory=TrainingParams)
     rollout: RolloutInput | None = None  # settings.retraining_auto_rollout: the retraining run's rollout plan
+    drift_task_queue: str = ""  # where the Evidently check runs; empty (checks begun before): the workflow's own
 
 
 @dataclass

@@ -118,5 +118,6 @@ class RolloutRefusal(Failure):
     UNKNOWN_VERSION = "RolloutUnknownVersion", 404  # the candidate is not a registered version
     SAME_AS_PRODUCTION = "RolloutSameAsProduction", 409
     ALREADY_RUNNING = "RolloutAlreadyRunning", 409  # a rollout of this candidate is running
+    LINE_BUSY = "RolloutLineBusy", 409  # another rollout holds the model line: one at a time
     INVALID = "InvalidRollout", 422
     NOT_FOUND = "RolloutNotFound", 404

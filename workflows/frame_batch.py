@@ -7,8 +7,6 @@ positions classifies and records (predictions, rejections, the rules applied) in
 returns only totals and the frames that go somewhere. Closing the batch is a local activity, and the
 search attributes given at start are set once more, at the end. A batch with no reviews and no alerts
 is 13 events: started, three workflow tasks, one activity, the close marker, the attributes, completed.
-
-Batches started before this shape finish on their old steps (workflows/frame_batch_legacy.py).
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from workflows.batch_types import (
     RoutedFrame,
 )
 from workflows.failures import BatchFailure
-from workflows.frame_batch_legacy import LegacyBatchSteps
 from workflows.policies import DB_RETRY, LOCAL_DB_TIMEOUT, SERVING_RETRY, SERVING_TIMEOUT
 from workflows.review_task import start_review_task
 from workflows.review_types import ReviewTaskInput
@@ -56,8 +53,6 @@ class FrameBatchWorkflow:
 
     @workflow.run
     async def run(self, input: FrameBatchInput) -> FrameBatchResult:
-        if not input.durable_path:
-            return await LegacyBatchSteps(self._progress).run(input)
         self._progress = BatchProgress(BatchStatus.RUNNING, input.total_frames, 0)
         try:
             return await self._run(input)
@@ -107,14 +102,16 @@ class FrameBatchWorkflow:
         workflow.upsert_search_attributes(updates)
         self._progress.status = BatchStatus.COMPLETED
         labels: Counter[str] = Counter()
+        versions: Counter[str] = Counter()
         for chunk in chunks:
             labels.update(chunk.label_counts)
+            versions.update(chunk.version_counts)
         classified = sum(c.classified for c in chunks)
         return FrameBatchResult(
             batch_id=input.batch_id, status=BatchStatus.COMPLETED, frame_count=total, accepted=classified,
             rejected=sum(c.rejected for c in chunks), model_version=model_version, label_counts=dict(labels),
             sent_to_review=sum(1 for r in routed if r.route == REVIEW), defects=defects,
-            unfamiliar=sum(c.unfamiliar for c in chunks),
+            unfamiliar=sum(c.unfamiliar for c in chunks), version_counts=dict(versions),
         )
 
     async def _close(self, close: CloseBatchInput) -> None:
@@ -133,7 +130,9 @@ class FrameBatchWorkflow:
                 camera_id=input.camera_id, site_id=input.site_id, reason=frame.reason,
                 predicted_label=frame.label, confidence=frame.confidence, classes=list(classes),
                 priority="high" if defect and frame.reason == "low_confidence" else "normal",
-                reviews_required=input.rules.reviews_required, model_version=model_version,
+                reviews_required=input.rules.reviews_required,
+                # The version that answered this frame: a canary's answer is the candidate's to be judged on.
+                model_version=frame.model_version or model_version,
             ))
 
         await asyncio.gather(*(start(r) for r in routed if r.route == REVIEW))
@@ -147,7 +146,8 @@ class FrameBatchWorkflow:
         payload = {
             "batch_id": input.batch_id, "camera_id": input.camera_id, "site_id": input.site_id,
             "model_version": model_version, "defect_count": len(alerts),
-            "defects": [{"frame_id": r.frame_id, "label": r.label, "confidence": r.confidence} for r in alerts[:100]],
+            "defects": [{"frame_id": r.frame_id, "label": r.label, "confidence": r.confidence,
+                         "model_version": r.model_version or model_version} for r in alerts[:100]],
         }
         workflow_id = await start_webhook_delivery(input.webhook_url, "batch.defects", payload,
                                                    delivery_id=f"{input.batch_id}.defects")

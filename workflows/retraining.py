@@ -48,10 +48,11 @@ from workflows.retraining_types import (
     beats_production,
 )
 from workflows.rollout_types import WORKFLOW_NAME as ROLLOUT_WORKFLOW
-from workflows.rollout_types import RolloutInput, rollout_workflow_id
+from workflows.rollout_types import LineCheck, LineCheckInput, RolloutInput, rollout_workflow_id
 
 with workflow.unsafe.imports_passed_through():
     from activities.retraining import RetrainingRecords
+    from activities.rollout import RolloutActivities
     from activities.training import TrainingActivities
 
 
@@ -166,8 +167,18 @@ class RetrainingWorkflow:
 
     async def _start_rollout(self, plan: RolloutInput, version: str, reason: str) -> None:
         """The candidate's rollout, as an abandoned child: it outlives this run. One already running for
-        the candidate (a retried start) is left alone."""
+        the candidate (a retried start) is left alone. While another rollout holds the model line (one
+        at a time) none starts: the hand-off is recorded as skipped, in the rollouts table and here."""
         rollout_id = rollout_workflow_id(version)
+        if workflow.patched("auto-rollout-one-at-a-time"):  # runs begun before the check start the child at once
+            check: LineCheck = await workflow.execute_activity_method(
+                RolloutActivities.skip_rollout_if_line_busy,
+                LineCheckInput(rollout_id, version, plan.requested_by, reason, workflow.now().isoformat()),
+                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
+            )
+            if check.held_by is not None:
+                self._progress.rollout_skipped = check.reason
+                return
         try:
             await workflow.start_child_workflow(
                 ROLLOUT_WORKFLOW, replace(plan, candidate_version=version, reason=reason), id=rollout_id,

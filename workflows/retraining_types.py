@@ -218,6 +218,8 @@ class RetrainingProgress:
     outcome: str | None = None
     outcome_reason: str | None = None
     rollout_workflow_id: str | None = None
+    # The hand-off found another rollout holding the model line (one at a time): why none started.
+    rollout_skipped: str | None = None
 
 
 @dataclass

@@ -4,6 +4,12 @@ judged at the end of every stage from the predictions serving recorded; a failed
 `rollout.rolled_back` webhook). The workflow drives the live traffic split in the registry; serving
 follows it and never decides anything itself.
 
+One rollout at a time per model line: the first activity takes the line's lease (a rollout that finds
+it held by another ends `skipped`, the holder named, having changed nothing), and the last record lets
+go of it. Every move of the split and the aliases names the registry revision the rollout read last; a
+move refused because the line moved outside the rollout (a promotion by hand) stops it, and its
+rollback leaves that production alone.
+
 Updates (validated before they reach history): approve (the optional manual gate before promotion),
 pause, resume, abort, rollback. The `state` query answers the stage, the split and the gates so far.
 Every side effect is an idempotent activity, so a worker killed mid-rollout leaves the aliases as they
@@ -33,6 +39,7 @@ from workflows.rollout_types import (
     ApplyStageInput,
     BeginRolloutInput,
     GateResult,
+    LineMoved,
     RecordRolloutInput,
     RolloutAction,
     RolloutBegun,
@@ -44,10 +51,14 @@ from workflows.rollout_types import (
     StageMetrics,
     StageMetricsInput,
     judge,
+    line_held,
 )
 
 with workflow.unsafe.imports_passed_through():
     from activities.rollout import RolloutActivities
+
+# Who stops a rollout whose move was refused because the model line moved outside it.
+_OUTSIDE = RolloutAction("rollout", "system")
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -60,6 +71,9 @@ class ModelRolloutWorkflow:
                                    requested_by=input.requested_by)
         # (status, reason, who) once the rollout must stop early: a failed gate, abort or rollback.
         self._stop: tuple[RolloutStatus, str, RolloutAction] | None = None
+        # The registry line's revision after the rollout's last move (or at its start): the next move is
+        # applied only if the line is still there. None in runs begun before revisions.
+        self._revision: int | None = None
 
     # ---- query and updates ----
 
@@ -146,14 +160,18 @@ class ModelRolloutWorkflow:
             BeginRolloutInput(self._state.rollout_id, input.candidate_version, input.requested_by, input.reason,
                               self._state.started_at),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        if begun.held_by is not None:
+            return await self._skipped(begun)
         production = self._state.previous_version = begun.production_version
+        self._revision = begun.revision
         self._state.split = {production: 1.0}
 
         for index, stage in enumerate(input.stages):
             if self._stop:
                 break
             self._state.stage_index, self._state.stage = index, stage.name
-            await self._apply(stage.kind, stage.share, f"stage {stage.name}")
+            if not await self._apply(stage.kind, stage.share, f"stage {stage.name}"):
+                break
             gate = await self._run_stage(stage, production)
             if gate is not None and not gate.passed:
                 self._stop = (RolloutStatus.ROLLED_BACK, f"gate failed at {stage.name}: {gate.failures}",
@@ -170,16 +188,21 @@ class ModelRolloutWorkflow:
             await self._stop_rollout(*self._stop)
         else:
             self._state.stage = "promote"
-            await workflow.execute_activity_method(
+            moved: LineMoved | None = await workflow.execute_activity_method(  # None: recorded before moves answered
                 RolloutActivities.promote,
                 AliasMoveInput(self._state.rollout_id, input.candidate_version, production,
                                self._state.approved_by or input.requested_by or "rollout", "",
-                               f"promoted by rollout {self._state.rollout_id} after {len(input.stages)} stages"),
+                               f"promoted by rollout {self._state.rollout_id} after {len(input.stages)} stages",
+                               self._revision),
                 start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
-            self._state.split = {input.candidate_version: 1.0}
-            self._state.shadow_share = 0.0
-            self._state.status = RolloutStatus.PROMOTED
-            self._state.reason = "every gate passed"
+            if moved is not None and moved.conflict:
+                self._stop = (RolloutStatus.ABORTED, f"not promoted: {moved.conflict}", _OUTSIDE)
+                await self._stop_rollout(*self._stop)
+            else:
+                self._state.split = {input.candidate_version: 1.0}
+                self._state.shadow_share = 0.0
+                self._state.status = RolloutStatus.PROMOTED
+                self._state.reason = "every gate passed"
         self._state.finished_at = workflow.now().isoformat()
         self._state.paused = False
         await self._record()
@@ -214,28 +237,50 @@ class ModelRolloutWorkflow:
                 await self._record()
                 return gate
 
-    async def _apply(self, kind: str | None, share: float, reason: str) -> None:
+    async def _skipped(self, begun: RolloutBegun) -> RolloutState:
+        """Another rollout holds the model line: end at once, having changed nothing, naming the holder."""
+        assert begun.held_by is not None
+        self._state.previous_version = begun.production_version
+        self._state.status, self._state.stage = RolloutStatus.SKIPPED, "skipped"
+        self._state.reason = f"skipped: {line_held(begun.held_by, begun.held_by_candidate or 'unknown')}"
+        self._state.finished_at = workflow.now().isoformat()
+        await self._record()
+        workflow.upsert_search_attributes([sa.STATUS.value_set(self._state.status)])
+        return self._state
+
+    async def _apply(self, kind: str | None, share: float, reason: str) -> bool:
+        """Make a stage's split live; False (and the rollout stopping) when the line moved outside it."""
         production = self._state.previous_version
         assert production is not None
-        await workflow.execute_activity_method(
+        moved: LineMoved | None = await workflow.execute_activity_method(  # None: recorded before moves answered
             RolloutActivities.apply_stage,
             ApplyStageInput(self._state.rollout_id, self._input.candidate_version, production, kind, share,
-                            f"rollout {self._state.rollout_id}", reason),
+                            f"rollout {self._state.rollout_id}", reason, self._revision),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        if moved is not None and moved.conflict:
+            self._stop = (RolloutStatus.ABORTED, f"stopped before {reason}: {moved.conflict}", _OUTSIDE)
+            return False
+        if moved is not None:
+            self._revision = moved.revision
         candidate = self._input.candidate_version
         canary = share if kind == StageKind.CANARY else 0.0
         self._state.split = {k: v for k, v in ((candidate, canary), (production, 1.0 - canary)) if v > 0}
         self._state.shadow_share = share if kind == StageKind.SHADOW else 0.0
+        return True
 
     async def _stop_rollout(self, status: RolloutStatus, reason: str, action: RolloutAction) -> None:
-        """Abort or roll back: everything back to the previous version at once, and the reason kept."""
-        production = self._state.previous_version
-        assert production is not None
-        await workflow.execute_activity_method(
+        """Abort or roll back: everything back to the previous version at once, and the reason kept; a
+        production someone else set meanwhile stays, and the reason says so."""
+        previous = self._state.previous_version
+        assert previous is not None
+        moved: LineMoved | None = await workflow.execute_activity_method(  # None: recorded before moves answered
             RolloutActivities.roll_back,
-            AliasMoveInput(self._state.rollout_id, self._input.candidate_version, production, action.by, action.role,
-                           reason),
+            AliasMoveInput(self._state.rollout_id, self._input.candidate_version, previous, action.by, action.role,
+                           reason, self._revision),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        production = (moved.production if moved is not None else None) or previous
+        if moved is not None and moved.left:
+            reason = f"{reason}; {moved.left}"
         self._state.split = {production: 1.0}
         self._state.shadow_share = 0.0
         self._state.status, self._state.reason = status, reason

@@ -23,6 +23,12 @@ def rollout_workflow_id(candidate_version: str) -> str:
     return f"rollout-{candidate_version}"
 
 
+def line_held(rollout_id: str, candidate_version: str) -> str:
+    """Why a rollout cannot start or go on: another one holds the model line (one at a time)."""
+    return (f"a rollout is running on the model line: {rollout_id} (candidate {candidate_version});"
+            " one rollout at a time: wait for it to finish, or abort it")
+
+
 class StageKind(StrEnum):
     SHADOW = "shadow"  # the candidate also classifies a share of frames; its answers are never acted on
     CANARY = "canary"  # the candidate answers a share of live traffic
@@ -36,9 +42,11 @@ class RolloutStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
     FAILED = "failed"
+    SKIPPED = "skipped"  # another rollout held the model line: this one changed nothing
 
 
-FINISHED = (RolloutStatus.PROMOTED, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED, RolloutStatus.FAILED)
+FINISHED = (RolloutStatus.PROMOTED, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED, RolloutStatus.FAILED,
+            RolloutStatus.SKIPPED)
 
 
 @dataclass
@@ -214,6 +222,11 @@ class BeginRolloutInput:
 @dataclass
 class RolloutBegun:
     production_version: str  # what the candidate replaces; rollback returns the alias here
+    # The registry's model line revision read at the start: the rollout's first move is applied only if
+    # the line is still there. None from a run begun before revisions: its first move applies as it is.
+    revision: int | None = None
+    held_by: str | None = None            # another rollout holds the model line: this one ends skipped
+    held_by_candidate: str | None = None
 
 
 @dataclass
@@ -227,6 +240,7 @@ class ApplyStageInput:
     share: float
     changed_by: str
     reason: str
+    revision: int | None = None  # the line's revision after the rollout's last move (None: unconditional)
 
 
 @dataclass
@@ -253,3 +267,31 @@ class AliasMoveInput:
     changed_by: str
     role: str
     reason: str
+    revision: int | None = None  # the line's revision after the rollout's last move (None: unconditional)
+
+
+@dataclass
+class LineMoved:
+    """What one of the rollout's moves did to the model line (apply_stage, promote, roll_back)."""
+
+    revision: int | None = None    # the line's revision after it: the rollout's next move names it
+    conflict: str | None = None    # refused, nothing applied: the line moved outside the rollout (what, by whom)
+    production: str | None = None  # the production version after the move
+    left: str | None = None        # a rollback that left production as someone else set it since: who, what
+
+
+@dataclass
+class LineCheckInput:
+    """Before a retraining hands its candidate to a rollout: is the model line held by another?"""
+
+    rollout_id: str
+    candidate_version: str
+    requested_by: str
+    reason: str
+    started_at: str
+
+
+@dataclass
+class LineCheck:
+    held_by: str | None = None  # the rollout holding the line; set: the hand-off was recorded as skipped
+    reason: str | None = None

@@ -43,8 +43,9 @@ _FRAME_FORM: dict[str, Any] = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CameraFrameAccepted,
     summary="Send one frame from a live camera",
-    description="The frame is stored and signalled to the camera's `CameraStreamWorkflow` "
-    "(`camera-<camera_id>`, started on the first frame), which cuts batches by count or time.",
+    description="The frame is stored and signalled to the site's stream of that camera, a "
+    "`CameraStreamWorkflow` (`camera:<site_id>:<camera_id>`, started on the first frame), which cuts "
+    "batches by count or time.",
     responses={413: {"description": "frame too large"}, 415: {"description": "type not accepted"}},
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FRAME_FORM}}}},
 )
@@ -54,15 +55,17 @@ async def camera_frame(camera_id: str, request: Request, caller: IngestCaller, c
     check_id("camera_id", camera_id)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send multipart/form-data with one `frame` file")
-    form = await request.form(max_files=1, max_fields=FORM_LIMITS["max_fields"],
-                              max_part_size=FORM_LIMITS["max_part_size"])
-    frame = form.get("frame")
-    if not isinstance(frame, UploadFile):
-        raise HTTPException(422, "a `frame` file is required")
-    site_id = check_id("site_id", str(form.get("site_id") or "default"))
-    require_scope(caller, site_id, camera_id)
-    webhook_url = check_webhook_url(str(form.get("webhook_url") or "") or None)
-    (upload,) = await read_uploads([frame], settings)
+    # `async with`: the form's spooled files are closed when the frame has been read, whatever happens.
+    async with request.form(max_files=1, max_fields=FORM_LIMITS["max_fields"],
+                            max_part_size=FORM_LIMITS["max_part_size"]) as form:
+        frame = form.get("frame")
+        if not isinstance(frame, UploadFile):
+            raise HTTPException(422, "a `frame` file is required")
+        site_id = check_id("site_id", str(form.get("site_id") or "default"))
+        # The stream is the site's own (`camera:<site>:<camera>`): a key of one site reaches no other's.
+        require_scope(caller, site_id, camera_id)
+        webhook_url = check_webhook_url(str(form.get("webhook_url") or "") or None)
+        (upload,) = await read_uploads([frame], settings)
     try:
         return await cameras.send(camera_id, site_id, webhook_url, upload, caller)
     except UnregisteredWebhook as unregistered:

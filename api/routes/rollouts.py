@@ -44,8 +44,10 @@ def _refused(exc: RolloutRefused) -> HTTPException:
 
 
 @router.post("", response_model=Rollout, status_code=status.HTTP_202_ACCEPTED,
-             responses={404: {"description": "no such version"}, 409: {"description": "a rollout of this "
-                        "candidate is running, or it is production already"}, 422: {"description": "invalid plan"}},
+             responses={404: {"description": "no such version"},
+                        409: {"description": "a rollout is running (one at a time; the reason names it), or the "
+                              "candidate is production already"},
+                        422: {"description": "invalid plan"}},
              summary="Roll a registered version out: shadow, canary steps, promotion, gates at every stage")
 async def start_rollout(body: RolloutRequest, caller: RolloutDriver, rollouts: RolloutServiceDep,
                         settings: SettingsDep) -> Rollout:
@@ -63,7 +65,8 @@ async def start_rollout(body: RolloutRequest, caller: RolloutDriver, rollouts: R
 @router.get("", response_model=RolloutList, summary="Rollouts, newest first")
 async def list_rollouts(caller: RolloutReader, rollouts: RolloutServiceDep, settings: SettingsDep,
                         status: Annotated[str | None, Query(
-                            pattern="^(running|paused|awaiting_approval|promoted|rolled_back|aborted|failed)$")] = None,
+                            pattern="^(running|paused|awaiting_approval|promoted|rolled_back|aborted|failed"
+                                    "|skipped)$")] = None,
                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
                         offset: Annotated[int, Query(ge=0)] = 0) -> RolloutList:
     rows = await rollouts.listing(status, limit, offset)

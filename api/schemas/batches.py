@@ -82,7 +82,9 @@ class BatchSummary(BaseModel):
     unfamiliar_count: int = Field(0, description="frames unlike anything the model was trained on, sent to review")
     label_counts: dict[str, int] = Field({}, description="classified frames by label")
     failure_reason: str | None = Field(None, description="why a failed batch failed")
-    model_version: str | None = None
+    model_version: str | None = Field(None, description="the production version when the batch was classified")
+    version_counts: dict[str, int] = Field({}, description="classified frames by the model version that answered "
+                                           "each one (a canary's share is its own)")
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -117,8 +119,8 @@ class BatchAccepted(BaseModel):
         "json_schema_extra": {
             "examples": [
                 {
-                    "batch_id": "batch:line-1:shift-42",
-                    "workflow_id": "batch:line-1:shift-42",
+                    "batch_id": "batch:plant-a:line-1:shift-42",
+                    "workflow_id": "batch:plant-a:line-1:shift-42",
                     "status": "received",
                     "frame_count": 32,
                     "created": True,
@@ -174,5 +176,6 @@ class Uploaded(BaseModel):
 
 class CameraFrameAccepted(BaseModel):
     camera_id: str
+    site_id: str
     stream_workflow_id: str
     object_key: str

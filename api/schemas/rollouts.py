@@ -37,7 +37,8 @@ class RolloutActionRequest(BaseModel):
 class Rollout(BaseModel):
     rollout_id: str
     candidate_version: str
-    status: str = Field(description="running, paused, awaiting_approval, promoted, rolled_back, aborted, failed")
+    status: str = Field(description="running, paused, awaiting_approval, promoted, rolled_back, aborted, failed, "
+                        "skipped (the model line was held by another rollout)")
     stage: str | None = None
     previous_version: str | None = None
     split: dict[str, Any] = Field(default_factory=dict)

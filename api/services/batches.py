@@ -10,10 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.common import (
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 
 from api.audit import record_audit
 from api.metrics import BATCHES_SUBMITTED, FRAMES_SUBMITTED
@@ -27,21 +23,19 @@ from api.schemas.batches import (
     PredictionPage,
 )
 from api.submission import Submission
-from infra.db import DbPool, Row
+from infra.db import DbConnection, DbPool, Row
 from infra.settings import Settings
-from infra.store import ObjectStore, put_frames
+from infra.store import ObjectStore, content_digest, put_frames
 from infra.tables import batches, frames
 from infra.tables.api_keys import Principal
 from infra.tables.batches import Scope
 from infra.tables.webhook_subscriptions import registered_webhook
-from workflows import search_attributes as sa
+from workflows.batch_start import batch_input, start_options
 from workflows.batch_types import (
     WORKFLOW_NAME,
     BatchStatus,
-    FrameBatchInput,
-    RoutingRules,
-    SubmittedFrame,
     batch_workflow_id,
+    legacy_batch_workflow_id,
     make_frame_id,
 )
 
@@ -81,27 +75,6 @@ class ConflictingResubmission(Exception):
                          "use a new key for new frames")
 
 
-def routing_rules(settings: Settings) -> RoutingRules:
-    """The routing rules in force now; a batch carries them in its input, so its history says which applied."""
-    return RoutingRules(
-        review_below=settings.review_confidence_threshold,
-        qa_sample_rate=settings.qa_sample_rate,
-        alert_at_or_above=settings.alert_confidence_threshold,
-        ok_labels=list(settings.ok_labels),
-        reviews_required=settings.reviews_required,
-    )
-
-
-def batch_input(settings: Settings, batch_id: str, camera_id: str, site_id: str, frames: list[SubmittedFrame],
-                webhook_url: str | None, frame_count: int = 0) -> FrameBatchInput:
-    """A batch's workflow input: `frames` for a batch that records its own (a camera stream's),
-    `frame_count` for one the API recorded."""
-    return FrameBatchInput(batch_id, camera_id, site_id, frames, chunk_size=settings.classify_chunk_size,
-                           webhook_url=webhook_url, rules=routing_rules(settings),
-                           inference_task_queue=settings.inference_task_queue, frame_count=frame_count,
-                           durable_path=True)
-
-
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
 
@@ -135,63 +108,100 @@ class BatchService:
 
     # -- accepting -----------------------------------------------------------------------------
     async def submit(self, submission: Submission, caller: Principal) -> BatchAccepted:
-        """Accept a batch: record it with its frames and its audit row in one transaction, store the
-        frames concurrently, start its workflow. `created` is False when the idempotency key names an
-        existing batch of the same frames: nothing new is recorded or started, unless that batch failed,
-        which then runs again (its status says 'received')."""
+        """Accept a batch: store its frames, record it with its frames and its audit row in one
+        transaction, start its workflow. A resubmission (the idempotency key names a batch of this site
+        already) is looked up first, so it gets its batch even while the site is at its limit:
+        `created` is False, nothing new is recorded or started, unless that batch failed, which then runs
+        again (its status says 'received'), or never got its workflow started, which starts now.
+
+        Frames are stored before the row is written, so a store that fails (503) leaves no batch
+        holding one of the site's slots; a row whose workflow could not be started (Temporal away, the
+        API killed) is started by the client's resubmission or by the stale-batch sweep."""
         s = submission
-        batch_id = batch_workflow_id(s.camera_id, s.idempotency_key)
-        frames_in = s.frames()
+        batch_id = batch_workflow_id(s.site_id, s.camera_id, s.idempotency_key)
         fingerprint = s.fingerprint()
+        async with self.pool.connection() as conn:
+            existing = await self._existing(conn, s)
+            if existing is None:
+                if s.webhook_url and await registered_webhook(conn, s.webhook_url, s.site_id) is None:
+                    raise UnregisteredWebhook(s.site_id)
+                # The atomic check is admit's; this one only spares storing frames that would be refused.
+                if await batches.in_flight(conn, s.site_id) >= self.settings.max_batches_in_flight_per_site:
+                    raise AdmissionRefused(s.site_id, self.settings.admission_retry_after_s)
+        if existing is not None:
+            return await self._resubmitted(existing, s, fingerprint, caller)
+        await self._store(s)
+        frames_in = s.frames()
         async with self.pool.connection() as conn, conn.transaction():
-            if s.webhook_url and await registered_webhook(conn, s.webhook_url, s.site_id) is None:
-                raise UnregisteredWebhook(s.site_id)
             row = await batches.admit(conn, batch_id=batch_id, camera_id=s.camera_id, site_id=s.site_id,
                                       idempotency_key=s.idempotency_key, frame_count=len(frames_in),
                                       webhook_url=s.webhook_url, fingerprint=fingerprint,
                                       max_in_flight=self.settings.max_batches_in_flight_per_site)
-            if row is None:
+            if row is not None and row["created"]:
+                await frames.insert(conn, batch_id, [
+                    frames.NewFrame(make_frame_id(batch_id, i), i, f.object_key, f.filename, f.content_type,
+                                    f.size_bytes, content_digest(f.object_key)) for i, f in enumerate(frames_in)])
+                await record_audit(conn, caller, "batch.create", f"batches/{batch_id}", workflow_id=batch_id,
+                                   details={"frames": len(frames_in), "created": True})
+        if row is None or not row["created"]:
+            # A concurrent request with the same key recorded it first (or took the last slot meanwhile).
+            async with self.pool.connection() as conn:
+                existing = await self._existing(conn, s)
+            if existing is None:
                 raise AdmissionRefused(s.site_id, self.settings.admission_retry_after_s)
-            created = bool(row["created"])
-            if not created and (row["request_fingerprint"] or fingerprint) != fingerprint:
-                raise ConflictingResubmission(batch_id)
+            return await self._resubmitted(existing, s, fingerprint, caller)
+        await self._start(row, s.webhook_url)
+        BATCHES_SUBMITTED.inc()
+        FRAMES_SUBMITTED.inc(len(frames_in))
+        return self._accepted(row, created=True)
+
+    async def _existing(self, conn: DbConnection, s: Submission) -> Row | None:
+        """The batch this site's camera and idempotency key already name: under today's id, or under
+        the id batches had before the site was part of it, when it is this site's (another site's batch
+        of that old id is not this caller's to see, and today's id of this request is a new batch)."""
+        rows = await batches.get_many(conn, [batch_workflow_id(s.site_id, s.camera_id, s.idempotency_key),
+                                             legacy_batch_workflow_id(s.camera_id, s.idempotency_key)])
+        mine = [r for r in rows if r["site_id"] == s.site_id and r["camera_id"] == s.camera_id]
+        return min(mine, key=lambda r: r["batch_id"].count(":"), default=None) if mine else None
+
+    async def _resubmitted(self, row: Row, s: Submission, fingerprint: str, caller: Principal) -> BatchAccepted:
+        if (row["request_fingerprint"] or fingerprint) != fingerprint:
+            raise ConflictingResubmission(row["batch_id"])
+        batch_id = row["batch_id"]
+        async with self.pool.connection() as conn, conn.transaction():
             rerun = row["status"] == BatchStatus.FAILED  # the same request again: run the failed batch again
             if rerun:
                 row = await batches.reopen_failed(conn, batch_id) or row
-            if created:
-                sha = {u.object_key: u.sha256 for u in s.uploads or []}
-                await frames.insert(conn, batch_id, [
-                    frames.NewFrame(make_frame_id(batch_id, i), i, f.object_key, f.filename, f.content_type,
-                                    f.size_bytes, sha.get(f.object_key, "")) for i, f in enumerate(frames_in)])
             # A resubmission is audited too: who retried what, and that it changed nothing.
             await record_audit(conn, caller, "batch.create", f"batches/{batch_id}", workflow_id=batch_id,
-                               details={"frames": len(frames_in), "created": created})
-        if not created and row["status"] != BatchStatus.RECEIVED:
+                               details={"frames": s.frame_count, "created": False, "rerun": rerun})
+        if row["status"] != BatchStatus.RECEIVED:
             return self._accepted(row, created=False)
-        # New, or still 'received' because the request that recorded it died before its workflow
-        # started: store and start (again); both steps are idempotent.
-        if s.uploads:
-            # A few lanes of frames, each stored in one thread: the round trips of a network store
-            # still overlap, without a thread hand-off per frame. Keys were computed from these bytes.
-            lanes = [s.uploads[i::STORE_LANES] for i in range(min(STORE_LANES, len(s.uploads)))]
-            await asyncio.gather(*(asyncio.to_thread(put_frames, self.store,
-                                                     [(u.object_key, u.data, u.content_type) for u in lane])
-                                   for lane in lanes))
+        # Reopened, or still 'received' because the request that recorded it died before its workflow
+        # started: store (a batch recorded before frames were stored first may lack some) and start;
+        # both steps are idempotent.
+        await self._store(s)
+        await self._start(row, s.webhook_url)
+        return self._accepted(row, created=False, rerun=rerun)
+
+    async def _store(self, s: Submission) -> None:
+        if not s.uploads:
+            return  # a JSON batch's frames were copied to their content addresses when it was read
+        # A few lanes of frames, each stored in one thread: the round trips of a network store
+        # still overlap, without a thread hand-off per frame. Keys were computed from these bytes.
+        lanes = [s.uploads[i::STORE_LANES] for i in range(min(STORE_LANES, len(s.uploads)))]
+        await asyncio.gather(*(asyncio.to_thread(put_frames, self.store,
+                                                 [(u.object_key, u.data, u.content_type) for u in lane])
+                               for lane in lanes))
+
+    async def _start(self, row: Row, webhook_url: str | None) -> None:
+        batch_id, camera_id, site_id = row["batch_id"], row["camera_id"], row["site_id"]
         await self.temporal.start_workflow(
             WORKFLOW_NAME,
-            batch_input(self.settings, batch_id, s.camera_id, s.site_id, [], s.webhook_url, len(frames_in)),
-            id=batch_id,
-            task_queue=self.settings.orchestration_task_queue,
-            # A concurrent request may have started it first: the start is idempotent. A closed run of
-            # this id is started again only if it failed (the batch was reopened above).
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=sa.at_start(s.camera_id, s.site_id, BatchStatus.RECEIVED.value),
+            batch_input(self.settings, batch_id, camera_id, site_id, [], webhook_url or row["webhook_url"],
+                        row["frame_count"]),
+            **start_options(batch_id, camera_id, site_id, self.settings.orchestration_task_queue),
         )
-        if created:
-            BATCHES_SUBMITTED.inc()
-            FRAMES_SUBMITTED.inc(len(frames_in))
-        return self._accepted(row, created=created, rerun=rerun)
 
     def _accepted(self, row: Row, created: bool, rerun: bool = False) -> BatchAccepted:
         return BatchAccepted(batch_id=row["batch_id"], workflow_id=row["batch_id"], status=row["status"],

@@ -72,28 +72,16 @@ class ReviewQueue:
             return await review_tasks.get(conn, review_id)
 
     async def visible(self, review_id: str, principal: Principal) -> Row | None:
-        """The task's row when it exists (None otherwise); ReviewRefused(OUT_OF_SCOPE) when the key's
-        scope does not cover its site and camera."""
+        """The task's row when it exists and the key's scope covers its site and camera; None otherwise:
+        another site's task reads as absent, so a key of one site learns nothing of another's."""
         row = await self.get(review_id)
-        if row is not None:
-            self._check_scope(row, principal)
-        return row
-
-    @staticmethod
-    def _check_scope(row: Row, principal: Principal) -> None:
-        refusal = principal.scope_refusal(row["site_id"], row["camera_id"])
-        if refusal:
-            raise ReviewRefused(ReviewRefusal.OUT_OF_SCOPE, refusal)
+        return row if row is not None and principal.allows(row["site_id"], row["camera_id"]) else None
 
     async def _check_action(self, review_id: str, principal: Principal) -> None:
-        """A scoped key acts only on tasks the projection shows within its scope (a task not listed yet
-        cannot be shown to be inside it)."""
-        if not principal.scoped:
-            return
-        row = await self.get(review_id)
-        if row is None:
-            raise ReviewRefused(ReviewRefusal.OUT_OF_SCOPE, f"task {review_id} is not listed within your key's scope")
-        self._check_scope(row, principal)
+        """A scoped key acts only on tasks the projection shows within its scope; any other (another
+        site's, or one not listed yet, which cannot be shown to be inside it) is not found."""
+        if principal.scoped and await self.visible(review_id, principal) is None:
+            raise ReviewRefused(ReviewRefusal.NOT_FOUND, f"no review task {review_id!r}")
 
     async def audit(self, principal: Principal, action: str, review_id: str, details: Mapping[str, Any]) -> None:
         """Every reviewer action is on the record, refused ones included."""

@@ -1,5 +1,6 @@
 """Rollouts as the API and `sightline rollout` offer them: start one for a candidate (the settings' plan
-with the request's overrides; a second start while one runs is refused), read them (the row, and while
+with the request's overrides; refused while any rollout runs on the model line, naming it: one at a
+time), read them (the row, and while
 running the workflow's `state` query), and act on one through the workflow's validated updates."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from workflows.rollout_types import (
     WORKFLOW_NAME,
     RolloutAction,
     RolloutState,
+    line_held,
     plan_from,
     rollout_workflow_id,
 )
@@ -57,6 +59,7 @@ class RolloutService:
             plan = plan_from(candidate, self.settings.rollout_defaults(), requested_by, reason, **overrides)
         except (ValueError, TypeError) as exc:
             raise RolloutRefused(RolloutRefusal.INVALID, str(exc)) from None
+        await self._line_free()
         workflow_id = rollout_workflow_id(candidate)
         try:
             await self.temporal.start_workflow(WORKFLOW_NAME, plan, id=workflow_id,
@@ -70,6 +73,19 @@ class RolloutService:
                                    details={"candidate": candidate, "stages": [asdict(s) for s in plan.stages],
                                             "require_approval": plan.require_approval, "reason": reason})
         return workflow_id
+
+    async def _line_free(self) -> None:
+        """Refuse while a rollout holds the model line; release a lease whose rollout no longer runs
+        (terminated or failed: it never let go). Two starts racing past this both start: the rollout
+        itself takes the line, and the one that finds it taken ends skipped, naming the holder."""
+        async with self.pool.connection() as conn:
+            holder = await rollouts.lease_holder(conn)
+        if holder is None:
+            return
+        if await rollouts.holder_running(self.temporal, holder):
+            raise RolloutRefused(RolloutRefusal.LINE_BUSY, line_held(holder["rollout_id"], holder["candidate_version"]))
+        async with self.pool.connection() as conn:
+            await rollouts.release_lease(conn, rollout_id=holder["rollout_id"], run_id=holder["run_id"])
 
     async def state(self, rollout_id: str) -> RolloutState | None:
         """The workflow's `state` query, or None when it does not answer (no worker, or no such run)."""

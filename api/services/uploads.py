@@ -8,7 +8,7 @@ import asyncio
 from api.schemas.batches import Uploaded
 from api.submission import MAX_FILENAME, upload_prefix
 from infra.settings import Settings
-from infra.store import InvalidKeyError, ObjectStore, sha256_hex, validate_key
+from infra.store import InvalidKeyError, ObjectStore, StoreUnavailable, sha256_hex, validate_key
 from infra.tables.api_keys import Principal
 from vision.formats import sniff_image_type
 
@@ -39,5 +39,23 @@ class Uploads:
         if media not in self.settings.accepted_content_types:
             accepted = ", ".join(self.settings.accepted_content_types)
             raise UploadRefused(415, f"not a {accepted} image, by its first bytes")
-        await asyncio.to_thread(self.store.put, key, data, media)
-        return Uploaded(object_key=key, size_bytes=len(data), sha256=sha256_hex(data), content_type=media)
+        digest = sha256_hex(data)
+        if not await asyncio.to_thread(self._write_once, key, data, digest, media):
+            raise UploadRefused(409, f"{name[:100]!r} is uploaded already with other bytes: uploads are write-once; "
+                                     "put new frames under new names")
+        return Uploaded(object_key=key, size_bytes=len(data), sha256=digest, content_type=media)
+
+    def _write_once(self, key: str, data: bytes, digest: str, media: str) -> bool:
+        """Store the upload unless the name holds bytes already: the same bytes again is the same
+        upload (a retried PUT), other bytes are refused. Two PUTs of one name racing may both pass the
+        check; a batch names a copy at the content address of what it read (api.submission), so
+        whichever wins changes nothing that was submitted."""
+        try:
+            if self.store.exists(key):
+                return sha256_hex(self.store.get(key)) == digest
+            self.store.put(key, data, media)
+        except InvalidKeyError:
+            raise
+        except Exception as exc:  # a full disk, an S3 endpoint away: 503, the client retries
+            raise StoreUnavailable(f"the object store could not store the upload: {exc}") from exc
+        return True

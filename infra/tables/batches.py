@@ -82,7 +82,9 @@ async def mark_running(conn: DbConnection, batch_id: str, run_id: str | None) ->
 async def complete(conn: DbConnection, *, batch_id: str, status: str, model_version: str | None,
                    failure: str | None = None) -> None:
     """Close the batch ('completed' or 'failed', with the reason) with its totals, derived from its
-    frames, routes and predictions."""
+    frames, routes and predictions. Each accepted frame has the one prediction of the version that
+    answered it (a traffic split sends some frames to a canary): the totals count every one of them,
+    and `version_counts` says how many each version answered."""
     await conn.execute(
         """
         UPDATE batches b SET status = %(status)s, model_version = %(model)s, failure_reason = %(failure)s,
@@ -94,13 +96,16 @@ async def complete(conn: DbConnection, *, batch_id: str, status: str, model_vers
                defect_count = (SELECT count(*) FROM frame_routes r JOIN frames f USING (frame_id)
                                 WHERE f.batch_id = b.batch_id AND r.route = 'alert'),
                unfamiliar_count = (SELECT count(*) FROM predictions p JOIN frames f USING (frame_id)
-                                    WHERE f.batch_id = b.batch_id AND p.model_version = %(model)s
-                                      AND p.unfamiliar),
+                                    WHERE f.batch_id = b.batch_id AND f.status = 'accepted' AND p.unfamiliar),
                label_counts = coalesce((SELECT jsonb_object_agg(label, n) FROM (
                                   SELECT p.label, count(*) AS n FROM predictions p JOIN frames f USING (frame_id)
-                                   WHERE f.batch_id = b.batch_id AND p.model_version = %(model)s
-                                     AND f.status = 'accepted'
-                                   GROUP BY p.label) counts), '{}'::jsonb)
+                                   WHERE f.batch_id = b.batch_id AND f.status = 'accepted'
+                                   GROUP BY p.label) counts), '{}'::jsonb),
+               version_counts = coalesce((SELECT jsonb_object_agg(model_version, n) FROM (
+                                  SELECT p.model_version, count(*) AS n
+                                    FROM predictions p JOIN frames f USING (frame_id)
+                                   WHERE f.batch_id = b.batch_id AND f.status = 'accepted'
+                                   GROUP BY p.model_version) counts), '{}'::jsonb)
          WHERE batch_id = %(batch)s
         """,
         {"status": status, "model": model_version, "batch": batch_id, "failure": failure},
@@ -174,6 +179,40 @@ def _scoped(within: Scope | None) -> tuple[list[str], list[object]]:
 async def get(conn: DbConnection, batch_id: str) -> Row | None:
     cur = await conn.execute("SELECT * FROM batches WHERE batch_id = %s", (batch_id,))
     return await cur.fetchone()
+
+
+async def get_many(conn: DbConnection, batch_ids: list[str]) -> list[Row]:
+    cur = await conn.execute("SELECT * FROM batches WHERE batch_id = ANY(%s)", (batch_ids,))
+    return await cur.fetchall()
+
+
+async def stale_received(conn: DbConnection, older_than_s: float, limit: int) -> list[Row]:
+    """Batches still 'received' this long after they were last touched: their request recorded them and
+    then died (or Temporal was away) before their workflow started, or their workflow has not run its
+    first step yet. Oldest first."""
+    cur = await conn.execute(
+        "SELECT * FROM batches WHERE status = 'received' AND updated_at < now() - make_interval(secs => %s)"
+        " ORDER BY updated_at LIMIT %s",
+        (older_than_s, limit),
+    )
+    return await cur.fetchall()
+
+
+async def release(conn: DbConnection, batch_id: str, reason: str) -> bool:
+    """A 'received' batch that can never run (its frames were never stored) to 'failed' with the reason:
+    it no longer holds one of its site's slots, and resubmitting the request runs it again."""
+    cur = await conn.execute(
+        "UPDATE batches SET status = 'failed', failure_reason = %s, completed_at = now(), updated_at = now()"
+        " WHERE batch_id = %s AND status = 'received'",
+        (reason, batch_id),
+    )
+    return cur.rowcount == 1
+
+
+async def touch(conn: DbConnection, batch_id: str) -> None:
+    """The sweep started this batch's workflow: it is not stale again until another sweep interval passes."""
+    await conn.execute("UPDATE batches SET updated_at = now() WHERE batch_id = %s AND status = 'received'",
+                       (batch_id,))
 
 
 async def page(conn: DbConnection, *, camera_id: str | None = None, site_id: str | None = None,

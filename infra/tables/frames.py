@@ -83,6 +83,11 @@ async def reject(conn: DbConnection, rejections: Sequence[tuple[str, str | None]
         )
 
 
+async def object_keys(conn: DbConnection, batch_id: str) -> list[str]:
+    cur = await conn.execute("SELECT object_key FROM frames WHERE batch_id = %s ORDER BY position", (batch_id,))
+    return [row["object_key"] for row in await cur.fetchall()]
+
+
 async def get(conn: DbConnection, frame_id: str) -> Row | None:
     cur = await conn.execute("SELECT * FROM frames WHERE frame_id = %s", (frame_id,))
     return await cur.fetchone()

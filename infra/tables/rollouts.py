@@ -1,6 +1,7 @@
 """The `rollouts` table: one row per ModelRolloutWorkflow, kept current by its activities (the workflow's
-state as it was when written); and the stage figures its gates are judged on, read from the predictions
-serving recorded (`predictions`, `shadow_predictions`, `prediction_errors`, reviewers' labels)."""
+state as it was when written); the lease that lets one rollout at a time hold a model line
+(`rollout_leases`); and the stage figures its gates are judged on, read from the predictions serving
+recorded (`predictions`, `shadow_predictions`, `prediction_errors`, reviewers' labels)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from infra.db import DbConnection, Row
+
+LINE = "default"  # the one model line (vision.registry.LINE)
 
 
 async def upsert(conn: DbConnection, *, rollout_id: str, candidate_version: str, previous_version: str | None,
@@ -43,6 +48,50 @@ async def listing(conn: DbConnection, *, status: str | None = None, limit: int =
         {"s": status, "l": limit, "o": offset},
     )
     return await cur.fetchall()
+
+
+# ---- the lease: one rollout at a time per model line ----
+
+async def take_lease(conn: DbConnection, *, rollout_id: str, run_id: str, candidate_version: str,
+                     line: str = LINE) -> Row:
+    """Take the line for this rollout unless another holds it: the holder afterwards (this rollout's
+    row, or the other's). A later run of the same rollout id takes over: the earlier one has closed
+    (Temporal runs one workflow per id at a time)."""
+    for _ in range(3):  # the holder may let go between the insert and the read: ask again
+        cur = await conn.execute(
+            """INSERT INTO rollout_leases (line, rollout_id, run_id, candidate_version) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (line) DO UPDATE SET run_id = EXCLUDED.run_id, candidate_version = EXCLUDED.candidate_version
+                   WHERE rollout_leases.rollout_id = EXCLUDED.rollout_id
+               RETURNING *""", (line, rollout_id, run_id, candidate_version))
+        taken = await cur.fetchone()
+        if taken is not None:
+            return taken
+        holder = await lease_holder(conn, line)
+        if holder is not None:
+            return holder
+    raise RuntimeError(f"the lease of model line {line!r} kept changing hands")
+
+
+async def lease_holder(conn: DbConnection, line: str = LINE) -> Row | None:
+    return await (await conn.execute("SELECT * FROM rollout_leases WHERE line = %s", (line,))).fetchone()
+
+
+async def release_lease(conn: DbConnection, *, rollout_id: str, run_id: str, line: str = LINE) -> bool:
+    """Let go of the line if this run of this rollout holds it; whether it did."""
+    cur = await conn.execute("DELETE FROM rollout_leases WHERE line = %s AND rollout_id = %s AND run_id = %s",
+                             (line, rollout_id, run_id))
+    return cur.rowcount > 0
+
+
+async def holder_running(client: Client, holder: Row) -> bool:
+    """Whether the lease's holder still runs: one that was terminated or failed never let go."""
+    handle = client.get_workflow_handle(holder["rollout_id"], run_id=holder["run_id"] or None)
+    try:
+        return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
 
 
 # ---- the figures a stage's gates are judged on ----

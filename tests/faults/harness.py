@@ -73,7 +73,7 @@ def new_data_dir(prefix: str) -> Path:
 
 def sightline(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """The `sightline` command, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -203,7 +203,7 @@ class Ingest:
         """A batch submitted and resubmitted until accepted; its batch id."""
         await self.submit(camera, key, files)
         await self.resubmit([(camera, key)] if (camera, key) in self.pending else [], timeout)
-        return batch_workflow_id(camera, key)
+        return batch_workflow_id(self.site_id, camera, key)
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
 """`sightline demo`'s story: the whole loop on the local stack in a few minutes. Production model v1
 watches two generated camera lines; a scripted reviewer answers the review queue; the lighting shifts
 and the defects change look; drift is detected; retraining runs on the reviewers' labels; the candidate
-goes through shadow and canary stages and is promoted; the line's accuracy recovers. It ends with a
+goes through shadow and canary stages and is promoted; the line's accuracy recovers; then an edge agent's
+link drops and returns and every frame it captured meanwhile arrives (cli.edge_story). It ends with a
 table of what happened and the Temporal UI link of each kind of workflow it ran.
 """
 
@@ -18,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.loop_story import Line, make_keys, rollout_plan
+from cli import edge_story
+from cli.loop_story import Line, make_keys, rollout_plan
 from infra.settings import Settings
 from infra.stack_urls import database_url
 from vision.camera import NORMAL, Conditions, GeneratedFrame, generate_frames
@@ -223,7 +225,8 @@ async def tell(settings: Settings, console: Console, batch_frames: int = 32, nor
             candidate = await _retrain(story, retraining_id)
             await _roll_out(story, candidate, stage_frames)
             await _after(story, candidate, after_batches)
-        except StoryFailed as exc:
+            await edge_story.tell(settings, console, keys["ingest"])
+        except (StoryFailed, edge_story.EdgeChapterFailed) as exc:
             console.print(f"[red]the story stopped:[/] {exc}")
             return 1
         finally:

@@ -1,4 +1,4 @@
-"""`sightline demo`: the whole loop (api.demo_story), or one batch of generated frames through the API,
+"""`sightline demo`: the whole loop (cli.demo_story), or one batch of generated frames through the API,
 waited for, with its result and the link to its workflow history in the Temporal UI."""
 
 from __future__ import annotations
@@ -52,13 +52,19 @@ def demo_command(
     timeout: float = typer.Option(300, help="seconds to wait for the batch"),
     api_key: str = typer.Option("", envvar="SIGHTLINE_API_KEY",
                                 help="API key (role ingest); by default one is made in the local database"),
+    edge_only: bool = typer.Option(False, "--edge-only",
+                                   help="only the story's edge chapter: a link drops and returns, every frame arrives"),
 ) -> None:
     """The whole loop on the local stack: two cameras, a scripted reviewer, a lighting shift, drift,
     retraining, shadow and canary, promotion. With --one-batch: submit generated frames (and one corrupt
     file) as a batch and wait for the result."""
     settings = get_settings()
+    if edge_only:
+        from cli.edge_story import run as run_edge_chapter
+
+        raise typer.Exit(run_edge_chapter(settings, console, api_key or _demo_key(settings)))
     if story:
-        from api.demo_story import run
+        from cli.demo_story import run
 
         raise typer.Exit(run(settings, console))
     api_key = api_key or _demo_key(settings)

@@ -10,9 +10,7 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Column, Table
 
-from infra.db import apply_migrations
-from infra.settings import get_settings
-from infra.stack_urls import database_url
+from cli.database import migrated_database_url
 from infra.tables.api_keys import ROLES, create_key, list_keys, revoke_key
 from infra.tables.audit_log import append_audit, cli_actor
 
@@ -20,14 +18,9 @@ keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_a
 console = Console()
 
 
-def _url() -> str:
-    url = database_url(get_settings())
-    apply_migrations(url)  # a fresh database may not have the api_keys table yet
-    return url
-
-
 async def _run(fn, *args):
-    async with await psycopg.AsyncConnection.connect(_url(), autocommit=True, row_factory=dict_row) as conn:
+    url = migrated_database_url()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
         return await fn(conn, *args)
 
 

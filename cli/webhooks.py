@@ -17,10 +17,9 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Column, Table
 
-from infra.db import apply_migrations
+from cli.database import migrated_database_url
 from infra.outbound_addresses import AddressPolicy, checked_addresses
 from infra.settings import get_settings
-from infra.stack_urls import database_url
 from infra.tables.audit_log import append_audit, cli_actor
 from infra.tables.webhook_subscriptions import (
     ensure_subscription,
@@ -37,8 +36,7 @@ console = Console()
 
 
 async def _run(fn, *args):
-    url = database_url(get_settings())
-    apply_migrations(url)
+    url = migrated_database_url()
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
         return await fn(conn, *args)
 

@@ -26,7 +26,7 @@ from vision.camera import GeneratedFrame
 from workflows.batch_types import make_frame_id
 
 FINISHED_BATCH = ("completed", "failed")
-FINISHED_ROLLOUT = ("promoted", "rolled_back", "aborted", "failed")
+FINISHED_ROLLOUT = ("promoted", "rolled_back", "aborted", "failed", "skipped")
 ROLES = ("ingest", "reviewer", "ml-engineer")
 
 
