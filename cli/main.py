@@ -23,6 +23,7 @@ from rich.table import Table
 
 from cli.camera import camera_command
 from cli.demo import demo_command
+from cli.edge import edge_app
 from cli.keys import keys_app
 from cli.model import model_app
 from cli.retrain import retrain_command
@@ -147,6 +148,7 @@ app.command("camera")(camera_command)
 app.command("demo")(demo_command)
 app.command("retrain")(retrain_command)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(edge_app, name="edge")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/retraining/{workflow_id}/cancel"): {"ml-engineer", "admin"},
     ("GET", "/v1/models"): {"ml-engineer", "ops", "admin"},
     ("GET", "/v1/models/{version}"): {"ml-engineer", "ops", "admin"},
+    ("GET", "/v1/models/{ref}/artifacts/{name}"): {"ingest", "ml-engineer", "admin"},
     # Rollouts: ML engineers start, approve and resume; ops may also pause, abort and roll back.
     ("POST", "/v1/rollouts"): {"ml-engineer", "admin"},
     ("GET", "/v1/rollouts"): {"ml-engineer", "ops", "admin"},
