@@ -14,12 +14,14 @@ from collections import Counter
 from typing import Protocol
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.batch_closing import BatchCloser, routes_with_workflows
 from activities.heartbeat import heartbeating
-from infra.db import DbPool
+from infra.db import DbConnection, DbPool, Row
 from infra.log import get_logger
-from infra.tables import batches, frames, prediction_errors, predictions, shadow_predictions
+from infra.tables import batches, frame_routes, frames, prediction_errors, predictions, shadow_predictions
 from serving.client import ServingError
 from serving.schema import ClassifyResponse
 from workflows.batch_types import ClassifiedFrames, ClassifyBatchInput, RoutedFrame
@@ -51,18 +53,30 @@ def serving_failure(exc: ServingError, batch_id: str) -> ApplicationError:
 
 
 class InferenceActivities:
-    def __init__(self, classifier: Classifier, pool: DbPool) -> None:
+    def __init__(self, classifier: Classifier, pool: DbPool, temporal: Client | None = None) -> None:
         self.classifier = classifier
         self.pool = pool
+        # Opens review tasks and alerts for batches this activity closes (ClassifyBatchInput.close).
+        self.closer = BatchCloser(temporal, pool) if temporal is not None else None
 
     @activity.defn
     async def classify_batch(self, input: ClassifyBatchInput) -> ClassifiedFrames:
         async with self.pool.connection() as conn:
             rows = await frames.in_positions(conn, input.batch_id, input.start, input.end)
+            recorded = await _recorded(conn, input, rows) if input.close else None
         if len(rows) != input.end - input.start:
             raise RecordFailure.MISSING_FRAMES.error(
                 f"batch {input.batch_id} has {len(rows)} recorded frames at positions [{input.start}, {input.end})")
-        keys = {row["frame_id"]: row["object_key"] for row in rows}
+        # A batch this activity closes acts on what it recorded: a retry after the record committed goes
+        # on from it, never from another classification (a traffic split may have moved meanwhile).
+        result = recorded or await self._classify(input, {row["frame_id"]: row["object_key"] for row in rows})
+        if input.close:
+            if self.closer is None:
+                raise RuntimeError("classify_batch closes batches only with a Temporal client to open their tasks")
+            await self.closer.open_and_close(input, result.routed, result.classes, result.model_version)
+        return result
+
+    async def _classify(self, input: ClassifyBatchInput, keys: dict[str, str]) -> ClassifiedFrames:
         try:
             async with heartbeating():
                 response = await self.classifier.classify(list(keys.items()), input.model_alias)
@@ -79,8 +93,14 @@ class InferenceActivities:
             _r4(p.quality), _r4({k: v for k, v in p.timings.items() if k in _KEPT_TIMINGS}),
             None if p.novelty is None else round(p.novelty, 4), p.unfamiliar,
         ) for p in response.predictions]
+        routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4),
+                              model_version=p.model_version or version)
+                  for p in response.predictions
+                  for route, reason in routes_for(p.label, p.confidence, p.unfamiliar, input.rules,
+                                                  qa_draw(p.frame_id))]
         async with self.pool.connection() as conn, conn.transaction():
-            await batches.mark_running(conn, input.batch_id, activity.info().workflow_run_id)
+            await batches.mark_running(conn, input.batch_id, activity.info().workflow_run_id,
+                                       version if response.predictions else None)
             await frames.record_validation(conn, outcomes)
             # Exactly this attempt's answers: one that died before may have met another split.
             await predictions.replace_of_frames(conn, list(keys), rows_out)
@@ -91,12 +111,9 @@ class InferenceActivities:
                 for s in response.shadow_predictions])
             await prediction_errors.upsert(conn, [prediction_errors.PredictionError(
                 f.frame_id, f.model_version, f.shadow, f.error) for f in response.version_failures])
+            if input.close:  # with the workflow each route opens: what a retry acts on
+                await frame_routes.upsert(conn, routes_with_workflows(input.batch_id, routed, bool(input.webhook_url)))
 
-        routed = [RoutedFrame(p.frame_id, keys[p.frame_id], route, reason, p.label, round(p.confidence, 4),
-                              model_version=p.model_version or version)
-                  for p in response.predictions
-                  for route, reason in routes_for(p.label, p.confidence, p.unfamiliar, input.rules,
-                                                  qa_draw(p.frame_id))]
         log.info("frames classified", batch_id=input.batch_id, model_version=version,
                  predictions=len(response.predictions), rejections=len(response.rejections), routed=len(routed),
                  total_ms=response.timings.get("total_ms"))
@@ -108,3 +125,19 @@ class InferenceActivities:
             label_counts=dict(Counter(p.label for p in response.predictions)), routed=routed,
             version_counts=dict(Counter(p.model_version or version for p in response.predictions)),
         )
+
+
+async def _recorded(conn: DbConnection, input: ClassifyBatchInput, rows: list[Row]) -> ClassifiedFrames | None:
+    """What an earlier attempt recorded for these frames, when it recorded all of them (every frame
+    accepted or rejected): the totals and the routes, rebuilt from the rows."""
+    if not rows or not await frames.all_validated(conn, [row["frame_id"] for row in rows]):
+        return None
+    found = await predictions.recorded_outcome(conn, [row["frame_id"] for row in rows])
+    batch = await batches.get(conn, input.batch_id)
+    keys = {row["frame_id"]: row["object_key"] for row in rows}
+    routed = [RoutedFrame(r["frame_id"], keys[r["frame_id"]], r["route"], r["reason"], r["label"],
+                          round(float(r["confidence"]), 4), r["workflow_id"], r["model_version"]) for r in found.routes]
+    return ClassifiedFrames(model_version=batch["model_version"] if batch else None, classes=found.classes,
+                            classified=found.classified, rejected=len(rows) - found.classified,
+                            unfamiliar=found.unfamiliar, label_counts=found.label_counts, routed=routed,
+                            version_counts=found.version_counts)

@@ -3,7 +3,9 @@ machine, in one run, at 16-, 64- and 256-frame batches.
 
 For each batch size:
 1. the naive service (bench/naive_service.py: one FastAPI endpoint that decodes the frames and runs the
-   same model inside the request) under a closed loop of clients: its saturated frames/s;
+   same model inside the request, with Sightline's decode and onnxruntime) under a closed loop of
+   clients: its saturated frames/s; and the service as the seeds' own examples write it
+   (bench/seed_style_service.py: Pillow, torchvision transforms, eager PyTorch in the request) the same way;
 2. Sightline's sustained rate: a closed-loop probe estimates its capacity, then open-loop runs (batches
    at a fixed rate, whatever the answers) step down from above it until the backlog of batches in
    flight stops growing and nothing is refused (429): the highest such rate is the sustained rate;
@@ -21,7 +23,13 @@ Needs the local stack: `make up` (or `.venv/bin/sightline up`), then
     .venv/bin/python bench/ingest.py                       # about 12 minutes on 2 cores
     .venv/bin/python bench/ingest.py --sizes 64 --seconds 10
 
-The last two lines compare with the naive service and give the latency at 70% of the sustained rate.
+Frames are the generated camera's (160 px a side) unless `--resolution 1280x720` asks for camera-sized
+ones (the same scenes, encoded at that size), where decoding dominates.
+
+The last lines give: the ceiling; what the stack spends beyond the naive service and one minimal workflow
+(with the budget the throughput issue sets and the breakdown by process); throughput against the naive
+service (and as a share of the ceiling) and against the seed-style service; the latency at 70% of the
+sustained rate.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from temporalio.worker import Worker
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import Load, OpenLoop, Send
-from bench.minimal_workflow import MinimalBatchWorkflow, noop
+from bench.minimal_workflow import SHAPES, MinimalBatchWorkflow, noop
 from bench.process_cpu import CpuMeter
 from infra.postgres_server import free_port
 from infra.settings import Settings, get_settings
@@ -106,6 +114,7 @@ class SizeResult:
     events: list[int]
     cpu_ms_per_batch: dict[str, float]
     naive_cpu_ms_per_batch: float
+    seed_fps: float = 0.0  # the seed-style service's saturated frames/s (0: not measured)
 
     @property
     def sustained_fps(self) -> float:
@@ -214,17 +223,27 @@ class WorkflowFloor:
         return self.server_ms + self.sdk_ms
 
 
-async def minimal_workflow_cost(stack: Stack, count: int = 300, concurrency: int = 16) -> WorkflowFloor:
-    """Run `count` minimal workflows on the stack's Temporal, `concurrency` at a time, with a worker in
-    this process on a task queue of its own, and read what the server and this process spent."""
+# The shape a batch ships in: its classification runs on another task queue (inference).
+SHIPPED_SHAPE = "remote"
+
+
+async def minimal_workflow_cost(stack: Stack, shape: str = SHIPPED_SHAPE, count: int = 300,
+                                concurrency: int = 16) -> WorkflowFloor:
+    """Run `count` minimal workflows of a shape (bench.minimal_workflow.SHAPES) on the stack's Temporal,
+    `concurrency` at a time, with workers in this process on task queues of their own, and read what
+    the server and this process spent."""
     temporal_pid = (await stack.process_roots())["temporal"]
     queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    activity_queue = f"{queue}-activities" if shape in ("remote", "eager") else ""
 
     async def one(i: int) -> None:
-        await stack.temporal.execute_workflow(MinimalBatchWorkflow.run, f"{queue}-{i}", id=f"{queue}-{i}",
-                                              task_queue=queue)
+        handle = await stack.temporal.start_workflow(
+            MinimalBatchWorkflow.run, args=[f"{queue}-{i}", activity_queue, shape == "local"], id=f"{queue}-{i}",
+            task_queue=queue, request_eager_start=shape == "eager")
+        await handle.result()
 
-    async with Worker(stack.temporal, task_queue=queue, workflows=[MinimalBatchWorkflow], activities=[noop]):
+    async with Worker(stack.temporal, task_queue=queue, workflows=[MinimalBatchWorkflow], activities=[noop]), \
+            Worker(stack.temporal, task_queue=activity_queue or f"{queue}-unused", activities=[noop]):
         await asyncio.gather(*(one(-i) for i in range(1, concurrency + 1)))  # warm: sandbox, cache, pollers
         gate = asyncio.Semaphore(concurrency)
 
@@ -256,23 +275,34 @@ async def at_rest(stack: Stack, seconds: float = 3.0) -> float:
     return 1000 * sum(meter.stop().values()) / seconds
 
 
+async def saturated_fps(port: int, frames: list[bytes], size: int, clients: int, seconds: float,
+                        seed: int) -> tuple[float, int]:
+    """A baseline service's frames/s under a closed loop of clients, and the batches it answered."""
+    load = Load(frames, size, clients, seconds, seed=seed)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        elapsed = await load.run(naive_sender(http))
+    return sum(len(r["results"]) for r in load.responses) / elapsed, len(load.responses)
+
+
 async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subprocess.Popen[bytes],
-                       naive_port: int, clients: int, seconds: float) -> SizeResult:
+                       naive_port: int, clients: int, seconds: float, seed_port: int | None) -> SizeResult:
     seed = size * 1000
     rest = await at_rest(stack)
     print(f"  stack at rest: {rest:.0f} ms of CPU per second"
           + (" - BUSY with work of its own (review escalations, drift checks?): this size's numbers include it"
              if rest > BUSY_AT_REST_MS_PER_S else ""), flush=True)
     # 1. The naive service, saturated by a closed loop, and the CPU it spends (its own counters).
-    naive_load = Load(frames, size, clients, seconds, seed=seed)
     naive_meter = CpuMeter({"naive": naive.pid})
     naive_meter.start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{naive_port}", timeout=600) as http:
-        elapsed = await naive_load.run(naive_sender(http))
-    naive_cpu_ms = 1000 * naive_meter.stop()["naive"] / max(1, len(naive_load.responses))
-    naive_fps = sum(len(r["results"]) for r in naive_load.responses) / elapsed
+    naive_fps, naive_batches = await saturated_fps(naive_port, frames, size, clients, seconds, seed)
+    naive_cpu_ms = 1000 * naive_meter.stop()["naive"] / max(1, naive_batches)
     print(f"  naive synchronous service: {naive_fps:.0f} frames/s ({clients} clients), "
           f"{naive_cpu_ms:.0f} ms of CPU per batch", flush=True)
+    seed_fps = 0.0
+    if seed_port is not None:
+        seed_fps, _ = await saturated_fps(seed_port, frames, size, clients, seconds, seed + 5)
+        print(f"  seed-style service (Pillow + eager PyTorch): {seed_fps:.0f} frames/s ({clients} clients)",
+              flush=True)
 
     # 2. Sightline's capacity, then its sustained rate.
     camera = f"{stack.site}-{size}"  # batch ids are camera + key: unique per run, never an earlier run's batch
@@ -314,6 +344,7 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subp
         measured_rate=measured_rate, accept_s=load.latencies,
         frame_to_prediction_s=await stack.frame_to_prediction(batch_ids),
         events=await stack.events(batch_ids[:10]), cpu_ms_per_batch=per_batch, naive_cpu_ms_per_batch=naive_cpu_ms,
+        seed_fps=seed_fps,
     )
 
 
@@ -328,10 +359,10 @@ async def warm_up(stack: Stack, frames: list[bytes], size: int, naive_port: int,
     await stack.drained()
 
 
-def start_naive(port: int) -> subprocess.Popen[bytes]:
-    log = Path(__file__).with_name("naive_service.log")
+def start_naive(port: int, script: str = "naive_service.py") -> subprocess.Popen[bytes]:
+    log = Path(__file__).with_name(script.replace(".py", ".log"))
     with open(log, "wb") as out:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_service.py")), str(port)],
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name(script)), str(port)],
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -340,9 +371,9 @@ def start_naive(port: int) -> subprocess.Popen[bytes]:
             return proc
         except httpx.HTTPError:
             if proc.poll() is not None:
-                raise SystemExit(f"the naive service did not start: see {log}") from None
+                raise SystemExit(f"{script} did not start: see {log}") from None
             time.sleep(0.2)
-    raise SystemExit("the naive service did not start within 120 s")
+    raise SystemExit(f"{script} did not start within 120 s")
 
 
 def report(result: SizeResult) -> None:
@@ -360,36 +391,61 @@ def report(result: SizeResult) -> None:
           + f"; total {total:.0f} ({total / result.frames:.2f} ms per frame)")
 
 
-def stack_and_frames() -> tuple[Settings, list[bytes]]:
+def camera_frames(resolution: tuple[int, int] | None, count: int = 64) -> list[bytes]:
+    """The generated camera's JPEGs: 160 px squares, or (width, height) frames of the same scenes, as a
+    camera of that resolution would send them (rendered at the height, stretched to the width: the
+    model's square resize undoes the stretch, so it sees the scene it was trained on)."""
+    if resolution is None:
+        return [f.jpeg() for f in generate_frames("bench", count, seed=7, conditions=NORMAL)]
+    import io
+
+    width, height = resolution
+    out = []
+    for f in generate_frames("bench", count, seed=7, conditions=NORMAL, size=height):
+        buf = io.BytesIO()
+        f.image.resize((width, height)).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def stack_and_frames(resolution: tuple[int, int] | None = None) -> tuple[Settings, list[bytes]]:
     """The running local stack's settings (or exit, saying how to start it) and the benchmark's camera frames."""
     settings = get_settings()
     try:
         httpx.get(f"{settings.resolved_api_url}/healthz", timeout=5).raise_for_status()
     except httpx.HTTPError:
         raise SystemExit("the local stack is not up: run `make up` first") from None
-    return settings, [f.jpeg() for f in generate_frames("bench", 64, seed=7, conditions=NORMAL)]
+    return settings, camera_frames(resolution)
 
 
-async def run(sizes: list[int], clients: int, seconds: float) -> tuple[list[SizeResult], WorkflowFloor]:
-    settings, frames = stack_and_frames()
+async def run(sizes: list[int], clients: int, seconds: float, resolution: tuple[int, int] | None = None,
+              seed_style: bool = True) -> tuple[list[SizeResult], WorkflowFloor]:
+    settings, frames = stack_and_frames(resolution)
     stack = Stack(settings)
     await stack.open()
     port = free_port()
     naive_proc = start_naive(port)
+    seed_port = free_port() if seed_style else None
+    seed_proc = start_naive(seed_port, "seed_style_service.py") if seed_port is not None else None
     results = []
     try:
         await warm_up(stack, frames, sizes[0], port, clients)
-        floor = await minimal_workflow_cost(stack)
-        print(f"minimal workflow (one empty activity) on this Temporal: server {floor.server_ms:.1f} ms, "
-              f"SDK {floor.sdk_ms:.1f} ms of CPU", flush=True)
+        for shape in SHAPES:
+            cost = await minimal_workflow_cost(stack, shape)
+            print(f"minimal workflow, shape {shape}: server {cost.server_ms:.1f} ms, SDK {cost.sdk_ms:.1f} ms of CPU"
+                  + (" (the shape a batch ships in: the floor below)" if shape == SHIPPED_SHAPE else ""), flush=True)
+            if shape == SHIPPED_SHAPE:
+                floor = cost
         for size in sizes:
             print(f"== {size}-frame batches ==", flush=True)
-            result = await measure_size(stack, frames, size, naive_proc, port, clients, seconds)
+            result = await measure_size(stack, frames, size, naive_proc, port, clients, seconds, seed_port)
             report(result)
             results.append(result)
     finally:
-        naive_proc.terminate()
-        naive_proc.wait(30)
+        for proc in (naive_proc, seed_proc):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
         await stack.close()
     return results, floor
 
@@ -401,20 +457,53 @@ def ceiling(result: SizeResult, floor: WorkflowFloor) -> float:
     return result.naive_cpu_ms_per_batch / (result.naive_cpu_ms_per_batch + floor.total_ms)
 
 
+# What the stack may spend beyond the naive service's work and one minimal workflow (the throughput
+# issue's budget): this much per frame, plus this much per batch.
+BUDGET_MS_PER_FRAME, BUDGET_MS_PER_BATCH = 0.4, 25.0
+
+
+def beyond(result: SizeResult, floor: WorkflowFloor) -> str:
+    """The stack's CPU per batch beyond the naive service and a minimal workflow, beside its budget,
+    with each part's share of the stack's own CPU per batch."""
+    parts = {name: ms for name, ms in result.cpu_ms_per_batch.items() if name in PARTS}
+    extra = sum(parts.values()) - result.naive_cpu_ms_per_batch - floor.total_ms
+    budget = BUDGET_MS_PER_FRAME * result.frames + BUDGET_MS_PER_BATCH
+    detail = " / ".join(f"{name} {parts[name]:.0f}" for name in PARTS if name in parts)
+    return (f"{result.frames} frames {extra:.0f} ms (budget {budget:.0f}; stack {sum(parts.values()):.0f} = "
+            f"{detail}; naive {result.naive_cpu_ms_per_batch:.0f}, minimal workflow {floor.total_ms:.0f})")
+
+
+def resolution_arg(value: str) -> tuple[int, int] | None:
+    if not value:
+        return None
+    width, height = (int(v) for v in value.lower().split("x"))
+    return width, height
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,64,256", help="frames per batch, comma-separated")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (naive service, probe)")
     parser.add_argument("--seconds", type=float, default=15, help="length of each run")
+    parser.add_argument("--resolution", type=resolution_arg, default=None,
+                        help="frames of this WIDTHxHEIGHT (e.g. 1280x720) instead of the generated 160 px")
+    parser.add_argument("--no-seed-style", action="store_true", help="skip the seed-style baseline")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"load: generated camera JPEGs, each batch's frames unique; runs of {args.seconds:.0f} s; "
+    shape = f"{args.resolution[0]}x{args.resolution[1]}" if args.resolution else "160x160"
+    print(f"load: generated camera JPEGs ({shape}), each batch's frames unique; runs of {args.seconds:.0f} s; "
           f"{args.clients} closed-loop clients", flush=True)
-    results, floor = asyncio.run(run(sizes, args.clients, args.seconds))
+    results, floor = asyncio.run(run(sizes, args.clients, args.seconds, args.resolution, not args.no_seed_style))
     bounds = ", ".join(f"{r.frames} frames {ceiling(r, floor):.2f}x" for r in results)
     print(f"ceiling (serving at the naive service's CPU + a minimal workflow's {floor.total_ms:.0f} ms): {bounds}")
-    ratios = ", ".join(f"{r.frames} frames {r.sustained_fps / r.naive_fps:.2f}x" for r in results)
+    print("CPU per batch beyond the naive service and a minimal workflow: "
+          + "; ".join(beyond(r, floor) for r in results))
+    ratios = ", ".join(f"{r.frames} frames {r.sustained_fps / r.naive_fps:.2f}x "
+                       f"({r.sustained_fps / r.naive_fps / ceiling(r, floor):.2f} of the ceiling)" for r in results)
     print(f"throughput vs naive synchronous service: {ratios}")
+    if all(r.seed_fps for r in results):
+        seeds = ", ".join(f"{r.frames} frames {r.sustained_fps / r.seed_fps:.2f}x" for r in results)
+        print(f"throughput vs the seed-style service (Pillow + eager PyTorch): {seeds}")
     worst = max(results, key=lambda r: pct(r.frame_to_prediction_s, 99))
     each = ", ".join(f"{r.frames} frames {pct(r.frame_to_prediction_s, 99) * 1000:.0f} ms" for r in results)
     print(f"frame-to-prediction p99 at 70% of sustained rate: {pct(worst.frame_to_prediction_s, 99) * 1000:.0f} ms "

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.schema_migrations import apply_migrations
 from infra.settings import Settings
 from infra.store import LocalStore, put_frame
-from serving.app import AppOptions
+from serving.app import AppOptions, resolved_layout
 from serving.backends.base import (
     Backend,
     BackendUnavailable,
@@ -237,6 +237,9 @@ def main() -> None:
     ap.add_argument("--preprocess-threads", type=int, default=ServingConfig.preprocess_threads,
                     help="requests each preprocessor replica prepares at once")
     ap.add_argument("--transport", default="http,handle", help="http, handle, or both (comma-separated)")
+    ap.add_argument("--layout", default="auto", choices=("auto", "pair", "fused"),
+                    help="the application's layout: fused (each replica decodes and classifies; the CPU default), "
+                         "pair (preprocessor + batching classifier; the GPU default)")
     ap.add_argument("--database-url", default=os.environ.get("SIGHTLINE_BENCH_DATABASE_URL", ""),
                     help="a Postgres to create the throwaway registry in, instead of starting one")
     ap.add_argument("--frames", type=int, default=256, help="distinct generated frames to cycle through")
@@ -310,7 +313,9 @@ def main() -> None:
             max_bs = args.max_batch_size or best_bs  # the classifier splits bigger requests into batches of this
             options = AppOptions(preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
                                  classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
-                                 max_batch_size=max_bs, batch_wait_timeout_s=args.batch_wait_ms / 1000)
+                                 max_batch_size=max_bs, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+                                 layout=args.layout, fused_replicas=replicas)
+            layout = resolved_layout(config, options)
             run_app(config, "127.0.0.1", port, options)
             runs = {transport: asyncio.run(bench_served(
                 transport, f"http://127.0.0.1:{port}", keys, args.clients, args.frames_per_request, args.duration,
@@ -328,9 +333,11 @@ def main() -> None:
         print(f"raw pipeline (decode + resize + quality + model, no Serve, {replicas}x{threads}, batch {best_bs}): "
               f"{pipeline:9.1f} images/s")
         for transport, (served, latencies, errors, cpu) in runs.items():
+            shape = (f"fused: {replicas} replica(s) x {threads} thread(s), passes of {config.infer_chunk}"
+                     if layout == "fused" else f"pair: {replicas} classifier replica(s) x {threads} thread(s), "
+                     f"max batch {max_bs}, wait {args.batch_wait_ms} ms")
             print(f"served over {transport}: {served:9.1f} images/s ({args.clients} clients, "
-                  f"{args.frames_per_request} frames/request, {replicas} classifier replica(s) x {threads} "
-                  f"thread(s), max batch {max_bs}, wait {args.batch_wait_ms} ms, {errors} errors)")
+                  f"{args.frames_per_request} frames/request, {shape}, {errors} errors)")
             print(f"  {transport} served/raw ratio: {served / best_raw:.2f}")
             print(f"  {transport} served/raw-pipeline ratio: {served / pipeline:.2f}")
             served_images = served * args.duration

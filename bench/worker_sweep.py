@@ -50,7 +50,7 @@ def restart_worker(overrides: dict[str, str]) -> None:
         time.sleep(0.2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
     env.update({PREFIX + k: v for k, v in overrides.items()})
-    subprocess.run([sys.executable, "-m", "infra.cli", "up"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "cli.main", "up"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 async def sweep(size: int, clients: int, seconds: float) -> list[tuple[str, SizeResult]]:
@@ -65,7 +65,8 @@ async def sweep(size: int, clients: int, seconds: float) -> list[tuple[str, Size
             stack = Stack(settings)  # a site of its own: batch ids never meet an earlier setting's
             await stack.open()
             try:
-                results.append((name, await measure_size(stack, frames, size, naive_proc, port, clients, seconds)))
+                results.append((name, await measure_size(stack, frames, size, naive_proc, port, clients, seconds,
+                                                                       None)))
             finally:
                 await stack.close()
     finally:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # "handle", joining the serving Ray cluster as a driver (no proxy hop, no JSON). bench/ingest.py
     # measures both.
     serving_transport: Literal["http", "handle"] = "http"
+    # How the Serve application is laid out: "fused" (each replica fetches, decodes and classifies, one
+    # per core: CPU hosts), "pair" (preprocessor replicas before a batching classifier: a GPU's layout),
+    # or "auto": fused unless the classifier runs on a GPU.
+    serving_layout: Literal["auto", "pair", "fused"] = "auto"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -38,6 +38,8 @@ from infra.temporal import connect, has_pollers, temporal_cli_path
 
 # The Temporal dev server's SQLite (see start_temporal for why these).
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
+DYNAMIC_CONFIG = ("--dynamic-config-value", "system.enableEagerWorkflowStart=true",
+                  "--dynamic-config-value", "system.enableActivityEagerExecution=true")
 
 
 class StackError(RuntimeError):
@@ -257,6 +259,11 @@ class LocalStack:
             # journal Temporal spent 142 ms of CPU per 64-frame batch, with these 113 (back-to-back
             # bench/ingest.py runs; runs on these machines vary by 10-15%).
             *SQLITE_PRAGMAS,
+            # Eager starts (the first workflow task handed back in the start's own answer, to a worker
+            # in the starting process) and eager activities (an activity on the workflow's own queue
+            # handed back with the task that scheduled it): each saves a trip through matching. Off
+            # in the dev server by default; bench/minimal_workflow.py measures both shapes.
+            *DYNAMIC_CONFIG,
         ]
         self._spawn("temporal", args, {"SIGHTLINE_DATA_DIR": str(self.root)})  # marks it as ours
         _wait(lambda: _port_open(self.temporal_host, self.temporal_port), 60, "Temporal", self._log("temporal"))

@@ -6,6 +6,7 @@ is a no-op and a key names exactly one content forever.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -63,6 +64,7 @@ def content_digest(key: str) -> str:
 
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def put_many(self, objects: Sequence[tuple[str, bytes, str]]) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
@@ -80,16 +82,38 @@ def put_frame(store: ObjectStore, data: bytes, content_type: str = "application/
 
 def put_frames(store: ObjectStore, frames: Sequence[tuple[str, bytes, str]]) -> None:
     """(key, bytes, content type) of frames whose content addresses the caller has just computed from
-    these bytes, stored one after another, each unless it is there already; idempotent. One call per
-    group: a thread hand-off per frame cost more than writing it."""
+    these bytes, stored together, each unless it is there already; idempotent. One call per group: a
+    thread hand-off per frame cost more than writing it, and a directory store makes the whole group
+    durable with two syncs instead of one per frame."""
     try:
-        for key, data, content_type in frames:
-            if not store.exists(key):
-                store.put(key, data, content_type)
+        store.put_many([(key, data, content_type) for key, data, content_type in frames if not store.exists(key)])
     except InvalidKeyError:
         raise
     except Exception as exc:  # OSError from a directory, S3Error or urllib3's from an endpoint
         raise StoreUnavailable(f"the object store could not store a frame: {type(exc).__name__}: {exc}") from exc
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Everything written to the filesystem holding `path` reaches the disk (syncfs(2); sync(2) where
+    there is no syncfs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _libc_with_syncfs() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):  # no libc with syncfs (not Linux): sync(2) it is
+        return None
+    return libc
+
+
+_LIBC = _libc_with_syncfs()
 
 
 class LocalStore:
@@ -119,6 +143,33 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_many(self, objects: Sequence[tuple[str, bytes, str]]) -> None:
+        """Write every object, then make them durable together: their bytes are synced before any name
+        points at them (a crash never leaves a name holding a partial frame, which a content-addressed
+        store would trust forever), and the names after. Two syncs of the filesystem for a whole batch
+        cost half the CPU of an fsync per frame."""
+        if len(objects) <= 1:
+            for key, data, content_type in objects:
+                self.put(key, data, content_type)
+            return
+        staged: list[tuple[str, Path]] = []
+        try:
+            for key, data, _ in objects:
+                path = self._path(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                staged.append((tmp, path))
+            _sync_filesystem(self.root)
+            for tmp, path in staged:
+                os.replace(tmp, path)
+            staged.clear()
+            _sync_filesystem(self.root)
+        finally:
+            for tmp, _ in staged:
+                Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -183,6 +234,10 @@ class S3Store:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(self.bucket, self._name(key), io.BytesIO(data), len(data), content_type=content_type)
+
+    def put_many(self, objects: Sequence[tuple[str, bytes, str]]) -> None:
+        for key, data, content_type in objects:  # the server makes each object durable before it answers
+            self.put(key, data, content_type)
 
     def get(self, key: str) -> bytes:
         from minio.error import S3Error

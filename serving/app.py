@@ -1,5 +1,10 @@
-"""The Ray Serve application: a preprocessing deployment (HTTP ingress, CPU replicas) composed with
-`bind()` in front of a classifier deployment that batches frames across requests with `@serve.batch`.
+"""The Ray Serve application, in one of two layouts.
+
+The pair: a preprocessing deployment (HTTP ingress, CPU replicas) composed with `bind()` in front of a
+classifier deployment that batches frames across requests with `@serve.batch`: the layout for a
+classifier on a GPU. Fused: one deployment whose replicas each fetch, decode and classify a request's
+frames in their own process (single-threaded onnxruntime, one replica per core): the layout for CPU
+hosts, where the hop between two replicas cost more than cross-request batching gained.
 
 Request path: POST /v1/classify with object keys -> Preprocessor (serving.preprocessor) fetches each
 frame from the object store, decodes and validates it, resizes it and computes quality features;
@@ -10,6 +15,7 @@ version that produced the numbers. The two exchange the values of serving.messag
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ray import serve
@@ -36,6 +42,18 @@ class AppOptions:
     # reaches the running classifier replicas (user_config), without restarting them.
     max_batch_size: int = MAX_BATCH_SIZE
     batch_wait_timeout_s: float = BATCH_WAIT_TIMEOUT_S
+    # "pair", "fused", or "auto": fused unless the classifier runs on a GPU.
+    layout: str = "auto"
+    fused_replicas: int | None = None  # None: one per core
+    fused_cpus: float = 0.5  # placement only: two fit on a 2-core head beside whatever else asks
+
+
+def resolved_layout(config: ServingConfig, options: AppOptions) -> str:
+    if options.layout not in ("auto", "pair", "fused"):
+        raise ValueError(f"unknown serving layout {options.layout!r}: use auto, pair or fused")
+    if options.layout != "auto":
+        return options.layout
+    return "pair" if _needs_gpu(config.backend) else "fused"
 
 
 def _needs_gpu(backend: str) -> bool:
@@ -43,6 +61,11 @@ def _needs_gpu(backend: str) -> bool:
 
 
 def build_app(config: ServingConfig, options: AppOptions) -> serve.Application:
+    if resolved_layout(config, options) == "fused":
+        replicas = options.fused_replicas or os.cpu_count() or 1
+        fused = Preprocessor.options(  # type: ignore[attr-defined]
+            num_replicas=replicas, ray_actor_options={"num_cpus": options.fused_cpus})
+        return fused.bind(None, config)
     gpus = options.classifier_gpus
     if gpus is None:
         gpus = 1 if _needs_gpu(config.backend) else 0

@@ -1,7 +1,7 @@
-"""The classifier deployment: holds the model versions it was asked for (signature- and sha256-verified
-when loaded: a version without a valid signature by a trusted key is refused), resolves aliases, and
-batches the frames of concurrent requests into shared forward passes with `@serve.batch`. Each pass
-answers logits and, for versions calibrated for it, every frame's novelty score."""
+"""The classifier deployment of the pair layout (serving.app): holds the model versions it was asked for
+(serving.models: verified when loaded), and batches the frames of concurrent requests into shared forward
+passes with `@serve.batch`. Each pass answers logits and, for versions calibrated for it, every frame's
+novelty score. The layout for a classifier on a GPU, where a long shared pass is what the device wants."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import numpy as np
 from ray import serve
 
 from infra.log import get_logger
-from serving.backends.base import Backend, default_backend, make_backend, optional_files, required_files
 from serving.config import ServingConfig
 from serving.messages import Classification, ModelDescription, ResolvedModel
-from vision.artifacts import Manifest, load_verified
-from vision.registry import ModelNotFound, ModelRegistry
+from serving.models import ModelSet
 
 log = get_logger(__name__)
 
@@ -27,12 +25,6 @@ log = get_logger(__name__)
 # user_config (serving.app.AppOptions), which reaches running replicas without a restart.
 MAX_BATCH_SIZE = 64
 BATCH_WAIT_TIMEOUT_S = 0.005
-
-
-@dataclass
-class LoadedModel:
-    manifest: Manifest
-    backend: Backend
 
 
 @dataclass(frozen=True)
@@ -51,19 +43,10 @@ def _frames_in(queued: list[QueuedFrames]) -> int:
 class Classifier:
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
-        self.registry = ModelRegistry(config.database_url)
-        self.store = config.open_store()
-        self.backend_name = default_backend() if config.backend == "auto" else config.backend
-        self.models: dict[str, LoadedModel] = {}
-        self._aliases: dict[str, tuple[str, float]] = {}
-        self._load_lock = asyncio.Lock()
+        self.holder = ModelSet(config, config.backend, config.backend_threads)
+        self.holder.preload()
+        self.models = self.holder.models
         self.max_batch_size = MAX_BATCH_SIZE
-        for ref in config.preload:
-            try:
-                self._load_sync(self.registry.resolve(ref).version)
-            except ModelNotFound as exc:
-                # Start anyway: requests for it get a clear 404 until a version is registered and promoted.
-                log.warning("model not preloaded", ref=ref, reason=str(exc))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch size (frames per forward pass) and wait, tunable at runtime without a restart."""
@@ -73,44 +56,12 @@ class Classifier:
         self._batched.set_max_batch_size(self.max_batch_size)  # type: ignore[attr-defined]
         self._batched.set_batch_wait_timeout_s(wait_s)  # type: ignore[attr-defined]
 
-    def _load_sync(self, version: str) -> LoadedModel:
-        if version in self.models:
-            return self.models[version]
-        row = self.registry.get(version)
-        if row is None:
-            raise ModelNotFound(f"no model version {version!r}")
-        manifest, files = load_verified(self.store, row.manifest_key, row.manifest_sha256,
-                                        required_files(self.backend_name), optional=optional_files(self.backend_name),
-                                        trusted_keys=self.config.trusted_keys)
-        backend = make_backend(self.backend_name, manifest, files, threads=self.config.backend_threads)
-        self.models[version] = LoadedModel(manifest, backend)
-        if not manifest.novelty:
-            log.warning("model has no novelty calibration: its frames are never flagged unfamiliar", version=version)
-        log.info("model loaded", version=version, backend=backend.name, architecture=manifest.architecture)
-        return self.models[version]
-
-    async def _resolve(self, ref: str) -> str:
-        cached = self._aliases.get(ref)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        version = (await asyncio.to_thread(self.registry.resolve, ref)).version
-        self._aliases[ref] = (version, time.monotonic() + self.config.alias_ttl_s)
-        return version
-
     async def describe(self, ref: str) -> ResolvedModel:
         """Resolve an alias or version, load it if needed (sha256-verified), and say how to feed it."""
-        version = await self._resolve(ref)
-        if version not in self.models:
-            async with self._load_lock:
-                await asyncio.to_thread(self._load_sync, version)
-        model = self.models[version]
-        return ResolvedModel(version, model.backend.name, model.manifest.processing)
+        return await asyncio.to_thread(self.holder.describe, ref)
 
     async def loaded(self) -> list[ModelDescription]:
-        return [ModelDescription(version=v, backend=m.backend.name, architecture=m.manifest.architecture,
-                                 classes=list(m.manifest.processing.classes),
-                                 input_size=m.manifest.processing.input_size)
-                for v, m in self.models.items()]
+        return self.holder.loaded()
 
     async def classify(self, version: str, pixels: np.ndarray) -> Classification:
         """uint8 NHWC pixels of one request -> a decision per frame, in order."""

@@ -32,6 +32,9 @@ class ServingConfig:
     # threads: threads of one process contend for the GIL around the decoding, and on 2 cores four of
     # them cost 0.75 ms of CPU per frame where one costs 0.48 (bench/serving.py's CPU breakdown).
     preprocess_threads: int = 1
+    # The fused layout's passes through the model: onnxruntime on the CPU spends about 0.6 ms a frame in
+    # passes of 8-32 frames and 0.8-1.1 ms in one pass of 256 (the throughput issue's measurements).
+    infer_chunk: int = 32
     max_frame_pixels: int = 12_000_000  # settings.max_frame_pixels; serving.deploy passes the configured one
     # Ed25519 public keys (raw, base64) whose signatures on a version's manifest serving accepts; a
     # version signed by none of them, or not signed, is refused.

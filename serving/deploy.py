@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from infra.log import configure_logging, get_logger
 from infra.schema_migrations import require_migrated
 from infra.settings import Settings, get_settings
-from serving.app import APP_NAME, AppOptions, build_app
+from serving.app import APP_NAME, AppOptions, build_app, resolved_layout
 from serving.cluster import start_stack_head
 from serving.config import ServingConfig
 
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend-threads", type=int, default=None,
                         help="threads per classifier replica (default: every core); on a small CPU model, one "
                              "single-threaded replica per core uses the cores better (see bench/serving.py)")
+    parser.add_argument("--layout", default=None, choices=("auto", "pair", "fused"),
+                        help="fused (CPU hosts), pair (GPU) or auto (default: the settings' serving_layout)")
     parser.add_argument("--max-batch-size", type=int, default=AppOptions.max_batch_size)
     parser.add_argument("--batch-wait-ms", type=float, default=AppOptions.batch_wait_timeout_s * 1000)
     args = parser.parse_args(argv)
@@ -131,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         options = AppOptions(
             preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=args.classifier_replicas,
             classifier_cpus=classifier_cpus(args.classifier_replicas, args.preprocessor_replicas),
-            max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000)
+            max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+            layout=args.layout or settings.serving_layout)
         run_app(config, url.hostname or "127.0.0.1", url.port or 8001, options)
-        log.info("inference service up", url=settings.serving_url, production=version, backend=args.backend)
+        log.info("inference service up", url=settings.serving_url, production=version, backend=args.backend,
+                 layout=resolved_layout(config, options))
         stopping.wait()
         log.info("stopping inference service")
     finally:

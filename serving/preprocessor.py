@@ -1,6 +1,13 @@
 """The preprocessing deployment and HTTP ingress: fetches each frame from the object store, decodes and
-validates it (vision.decode), resizes it and computes its quality features, then asks the classifier.
-Frames it cannot use come back as per-frame rejections, never as a failed batch."""
+validates it (vision.decode), resizes it and computes its quality features, then classifies it.
+Frames it cannot use come back as per-frame rejections, never as a failed batch.
+
+Two layouts (serving.app): in the pair, the preprocessor asks the classifier deployment through its
+handle, which batches frames across requests into shared passes (the layout for a GPU classifier); in
+the fused layout, each replica holds the models itself (serving.models) and classifies a request's
+frames in the same process, with no hop between replicas: on CPU hosts that hop (the pixels pickled from
+one replica to the other, and the classifier's own event loop) cost more than cross-request batching
+gains, because onnxruntime spends no less per frame on one long pass than on a request's own chunks."""
 
 # No `from __future__ import annotations` here: FastAPI must see real types on the ingress methods
 # (string annotations on a Serve ingress class are not resolved, and the body would become a query).
@@ -22,6 +29,7 @@ from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError
 from serving.backends.base import BackendUnavailable
 from serving.config import ServingConfig
 from serving.messages import Classification, ResolvedModel
+from serving.models import ModelSet
 from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody, FrameKey
 from vision.artifacts import IntegrityError
 from vision.decode import FrameRejected, decode_frame
@@ -109,8 +117,14 @@ def _describe_failed(ref: str, exc: Exception) -> Reply:
 @serve.deployment(max_ongoing_requests=128)
 @serve.ingress(api)
 class Preprocessor:
-    def __init__(self, classifier: DeploymentHandle, config: ServingConfig) -> None:
+    def __init__(self, classifier: DeploymentHandle | None, config: ServingConfig) -> None:
+        # No classifier handle: the fused layout, this replica holds the models (single-threaded
+        # onnxruntime unless told otherwise: one replica per core uses the cores best).
         self.classifier = classifier
+        self.local_models: ModelSet | None = None
+        if classifier is None:
+            self.local_models = ModelSet(config, config.backend, config.backend_threads or 1)
+            self.local_models.preload()
         self.config = config
         self.store = config.open_store()
         self.pool = ThreadPoolExecutor(max_workers=config.preprocess_threads, thread_name_prefix="preprocess")
@@ -123,7 +137,11 @@ class Preprocessor:
         cached = self._described.get(ref)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        resolved: ResolvedModel = await self.classifier.describe.remote(ref)
+        if self.local_models is not None:
+            resolved = await asyncio.to_thread(self.local_models.describe, ref)
+        else:
+            assert self.classifier is not None
+            resolved = await self.classifier.describe.remote(ref)
         self._described[ref] = (resolved, time.monotonic() + self.config.alias_ttl_s)
         return resolved
 
@@ -156,7 +174,8 @@ class Preprocessor:
             t1 = time.perf_counter()
             digest = hashlib.sha256(data).hexdigest()
             try:
-                frame = decode_frame(data, self.config.max_frame_pixels)
+                # Decoded no larger than the model needs (vision.decode: DCT scaling of large JPEGs).
+                frame = decode_frame(data, self.config.max_frame_pixels, min_side=processing.input_size)
             except FrameRejected as exc:
                 outcomes.append(Refused(str(exc), digest))
                 continue
@@ -175,6 +194,9 @@ class Preprocessor:
 
     @api.get("/v1/models")
     async def models(self) -> list[dict[str, Any]]:
+        if self.local_models is not None:
+            return [asdict(model) for model in self.local_models.loaded()]
+        assert self.classifier is not None
         return [asdict(model) for model in await self.classifier.loaded.remote()]
 
     @api.post("/v1/classify", response_model=None, responses={
@@ -276,6 +298,11 @@ class Preprocessor:
             if resolved.processing.input_size != primary.processing.input_size:
                 # Frames were resized once, for production; a version of another size gets them resized again.
                 pixels = np.stack([resolved.processing.resize(p) for p in pixels])
+        if self.local_models is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self.local_models.classify, version, pixels,
+                                              self.config.infer_chunk)
+        assert self.classifier is not None
         answer: Classification = await self.classifier.classify.remote(version, pixels)
         return answer
 

@@ -8,14 +8,16 @@ import asyncio
 
 from infra.store import frame_key, sha256_hex
 from tests.frames import jpeg_frame, multipart
+from tests.history_recorder import HistoryRecorder
 from tests.polling import eventually
+from workflows import search_attributes as sa
 from workflows.batch_types import FrameBatchResult
 from workflows.review_types import review_workflow_id
 
 CANDIDATE = "v-cand"
 
 
-async def test_each_frame_keeps_the_version_that_answered_it(api):
+async def test_each_frame_keeps_the_version_that_answered_it(api, record_history: HistoryRecorder):
     production = api.classifier.model_version
     frames = [jpeg_frame(9800 + i) for i in range(5)]
     answers = [("ok", 0.99, ""), ("ok", 0.99, CANDIDATE), ("scratch", 0.55, CANDIDATE), ("dent", 0.97, CANDIDATE),
@@ -48,6 +50,16 @@ async def test_each_frame_keeps_the_version_that_answered_it(api):
 
     task = await eventually(listed, 30, "the candidate's review task")
     assert task["model_version"] == CANDIDATE and task["predicted_label"] == "scratch"
+    # The batch's classification opened the task (no child in the batch's history) and wrote its first
+    # projection row: the task opened with no activity of its own, its batch findable on it.
+    handle = api.client.get_workflow_handle(review_id)
+    opened = [e.WhichOneof("attributes") for e in (await handle.fetch_history()).events]
+    assert not any(kind and ("activity" in kind or kind.startswith("marker")) for kind in opened), opened
+    batch_events = [e.WhichOneof("attributes") for e in (await api.client.get_workflow_handle(
+        batch_id).fetch_history()).events]
+    assert not any(kind and "child" in kind for kind in batch_events) and len(batch_events) == 12
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.BATCH) == batch_id and attributes.get(sa.SITE) == "canary-site"
     production_task = await eventually(
         lambda: _task(api, review_workflow_id(batch["frames"][4]["frame_id"], "low_confidence")), 30,
         "production's review task")
@@ -64,6 +76,7 @@ async def test_each_frame_keeps_the_version_that_answered_it(api):
 
     recorded = await eventually(labelled, 30, "the reviewer's label")
     assert recorded == {"model_version": CANDIDATE, "is_correction": True}
+    await record_history(handle, "review_task_opened_by_batch_decided")
 
 
 async def _task(api, review_id: str) -> dict | None:

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from infra.schema_migrations import migration_files
 
-COMMANDS = ("up", "down", "status", "migrate", "keys", "webhooks", "model", "camera", "demo", "retrain", "rollout", "edge")
+COMMANDS = ("up", "down", "status", "migrate", "keys", "webhooks", "model", "camera", "demo", "retrain", "rollout",
+            "edge")
 GROUPS = {"keys": {"create", "list", "revoke"}, "webhooks": {"create", "list", "rotate", "disable"},
           "model": {"bootstrap", "list", "promote", "history", "sign"},
           "rollout": {"start", "list", "show", "approve", "pause", "resume", "abort", "rollback"}}

@@ -105,7 +105,10 @@ def command_shape(history: WorkflowHistory) -> Counter[str]:
 
 
 async def test_frame_batch_taking_every_path(api, record_history: HistoryRecorder):
-    """A batch that takes every path: a rejected frame, a review task, an unfamiliar frame, a defect."""
+    """A batch that takes every path: a rejected frame, a review task, an unfamiliar frame, a defect.
+    Batches of steps 1: one activity classifies, opens the reviews and closes (frame_batch_durable_every_path
+    holds a run of steps 0, children and a close marker)."""
+    name = "frame_batch_closed_by_classification_every_path"
     from infra.store import frame_key, sha256_hex
 
     files = [("a.jpg", jpeg_frame(1), "image/jpeg"), ("b.jpg", truncated_jpeg(), "image/jpeg"),
@@ -120,11 +123,11 @@ async def test_frame_batch_taking_every_path(api, record_history: HistoryRecorde
     result = await asyncio.wait_for(handle.result(), 60)
     # It took every path: otherwise the history stored under this name would not be what it says.
     assert (result.rejected, result.sent_to_review, result.defects, result.unfamiliar) == (1, 2, 1, 1)
-    fresh = await record_history(handle, "frame_batch_durable_every_path")
+    fresh = await record_history(handle, name)
     # The stored history is kept (runs begun on old code must replay); a run of today's code must still
     # take its shape, so a workflow change that issues other commands fails here until today's run is
     # recorded under a new name beside the old one.
-    stored = load_history(HISTORIES / "frame_batch_durable_every_path.json")
+    stored = load_history(HISTORIES / f"{name}.json")
     assert command_shape(fresh) == command_shape(stored), "the batch's commands changed: record a new history"
 
 

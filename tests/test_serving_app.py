@@ -1,5 +1,7 @@
-"""The real Ray Serve application: two deployments, dynamic batching, several versions at once, clear
-errors. One app per session (tests.serving_fixtures.serving_url)."""
+"""The real Ray Serve application: the fused layout on these CPU hosts (one deployment that fetches,
+decodes and classifies in each replica) and the pair (preprocessor + batching classifier, the GPU
+layout), the same answers from both, dynamic batching, several versions at once, clear errors. One app
+per session (tests.serving_fixtures.serving_url); the pair's tests deploy it in its place and restore it."""
 
 from __future__ import annotations
 
@@ -92,27 +94,80 @@ async def test_the_handle_answers_as_http_does(serving_url, model_store, product
         assert unknown.value.status == 404 and not unknown.value.retryable
 
 
-async def test_concurrent_requests_are_batched_together(serving_url, model_store):
-    keys = _put(model_store, generate_frames("batch-line", 32, seed=23))
+def _deploy(config, options) -> None:
+    from ray import serve
+
+    from serving.app import APP_NAME, build_app
+
+    serve.run(build_app(config, options), name=APP_NAME, route_prefix="/")
+
+
+@pytest.fixture
+def pair_layout(serving_url, serving_config_for):
+    """The pair layout in place of the session's application, for this test; the session's back after."""
+    from serving.app import AppOptions
+
+    _deploy(serving_config_for, AppOptions(layout="pair"))
+    try:
+        yield serving_url
+    finally:
+        _deploy(serving_config_for, AppOptions())
+
+
+def _replicas_by_deployment() -> dict[str, int]:
+    from ray import serve
+
+    from serving.app import APP_NAME
+
+    app = serve.status().applications[APP_NAME]
+    return {name: sum(d.replica_states.values()) for name, d in app.deployments.items()}
+
+
+async def test_on_a_cpu_host_each_replica_fetches_decodes_and_classifies(serving_url, model_store):
+    assert set(_replicas_by_deployment()) == {"Preprocessor"}, "the fused layout: no classifier deployment"
     async with ServingClient(serving_url) as client:
+        response = await client.classify(_put(model_store, generate_frames("fused-line", 40, seed=27)))
+    # The replica runs a request's frames through the model in chunks (ServingConfig.infer_chunk).
+    assert len(response.predictions) == 40 and response.timings["batch_frames"] == 32
+
+
+async def test_both_layouts_give_the_same_answers(serving_url, serving_config_for, model_store):
+    from serving.app import AppOptions
+
+    keys = _put(model_store, generate_frames("layouts-line", 12, seed=28))
+    async with ServingClient(serving_url) as client:
+        fused = await client.classify(keys)
+        _deploy(serving_config_for, AppOptions(layout="pair"))
+        try:
+            assert set(_replicas_by_deployment()) == {"Preprocessor", "Classifier"}
+            pair = await client.classify(keys)
+        finally:
+            _deploy(serving_config_for, AppOptions())
+    assert [(p.frame_id, p.label, p.confidence, p.novelty) for p in fused.predictions] == [
+        (p.frame_id, p.label, p.confidence, p.novelty) for p in pair.predictions]
+
+
+async def test_concurrent_requests_are_batched_together(pair_layout, model_store):
+    keys = _put(model_store, generate_frames("batch-line", 32, seed=23))
+    async with ServingClient(pair_layout) as client:
         responses = await asyncio.gather(*(client.classify([k]) for k in keys))
     # Each request holds one frame; the classifier's forward passes held several.
     assert max(r.timings["batch_frames"] for r in responses) > 1
     assert all(len(r.predictions) == 1 for r in responses)
 
 
-def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, serving_config_for, model_store):
+def test_batch_size_is_reconfigured_at_runtime_through_user_config(pair_layout, serving_config_for, model_store):
     import httpx
-    from ray import serve
 
-    from serving.app import APP_NAME, AppOptions, build_app
+    from serving.app import AppOptions
 
+    serving_url = pair_layout
     keys = _put(model_store, generate_frames("reconf-line", 12, seed=24))
     body = {"frames": [{"frame_id": f, "object_key": k} for f, k in keys], "model": "production"}
     before = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
     assert before["timings"]["batch_frames"] == 12
     try:
-        serve.run(build_app(serving_config_for, AppOptions(max_batch_size=4)), name=APP_NAME, route_prefix="/")
+        _deploy(serving_config_for, AppOptions(layout="pair", max_batch_size=4))
 
         def small_batches():
             r = httpx.post(f"{serving_url}/v1/classify", json=body, timeout=60).json()
@@ -122,7 +177,7 @@ def test_batch_size_is_reconfigured_at_runtime_through_user_config(serving_url, 
         assert len(after["predictions"]) == 12
         assert [p["label"] for p in after["predictions"]] == [p["label"] for p in before["predictions"]]
     finally:
-        serve.run(build_app(serving_config_for, AppOptions()), name=APP_NAME, route_prefix="/")
+        _deploy(serving_config_for, AppOptions(layout="pair"))
 
 
 async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(serving_url, registry, model_store,

@@ -69,6 +69,19 @@ def test_frames_stored_in_a_group_are_each_stored_once(store):
     assert store.list("frames/") == sorted(keys)
 
 
+def test_a_group_is_stored_whole_or_not_at_all(tmp_path):
+    """A directory store writes a group's bytes, syncs, then names them: a write that fails part-way
+    leaves no name and no temp file behind (a name always holds whole bytes)."""
+    store = LocalStore(tmp_path)
+    group = [(f"frames/sha256/aa/{i:064d}", bytes([i]) * 1000, "image/jpeg") for i in range(5)]
+    with pytest.raises(InvalidKeyError):
+        store.put_many([*group[:3], ("frames/../escape", b"x", "image/jpeg"), *group[3:]])
+    assert store.list() == [] and not any(p.is_file() for p in tmp_path.rglob("*"))
+    store.put_many(group)
+    assert [store.get(key) for key, _, _ in group] == [data for _, data, _ in group]
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.rglob("*"))
+
+
 def test_large_object_round_trips(store):
     data = bytes(range(256)) * (24 * 1024)  # 6 MiB: a multipart upload on S3
     store.put("big/object.bin", data)

@@ -13,6 +13,12 @@ pixel count is checked from the header, before a byte of image data is decoded, 
 same number. Such a frame is rejected with its reason, like any other bad frame, never retried.
 Animated images (APNG, animated WebP) are rejected: a frame is one picture, and decoding every frame
 of an animation would multiply the cost again. 16-bit images are scaled to 8 bits, CMYK converted.
+
+A JPEG bound for a model of a small input size need not be decoded at full size: libjpeg-turbo can
+decode at 1/2, 1/4 or 1/8 scale in the DCT itself, at a fraction of the cost. With `min_side`, the fast
+path decodes at the smallest scale whose shorter side is still at least `min_side` (a 1280x720 camera
+frame for a 128 px model: 320x180, a sixteenth of the pixels); the frame's recorded width and height
+stay those of the file. Frames no scale can shrink that far (the generated 160 px ones) decode in full.
 """
 
 from __future__ import annotations
@@ -59,9 +65,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         raise FrameRejected(f"image too small: {width}x{height}, at least {MIN_SIDE}px a side")
 
 
-def _decode_jpeg_fast(data: bytes, max_pixels: int) -> DecodedFrame | None:
+def _decode_jpeg_fast(data: bytes, max_pixels: int, min_side: int = 0) -> DecodedFrame | None:
     """Pixels of a well-formed RGB or greyscale JPEG, or None to let Pillow decide (CMYK, damaged,
-    unusual files)."""
+    unusual files); at the smallest DCT scale keeping both sides at least `min_side` when it is given."""
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
@@ -70,7 +76,7 @@ def _decode_jpeg_fast(data: bytes, max_pixels: int) -> DecodedFrame | None:
     if colorspace not in _FAST_JPEG_COLORSPACES:
         return None
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, min_height=min_side, min_width=min_side)
     except ValueError:
         return None
     return DecodedFrame(pixels=pixels, format="JPEG", width=width, height=height)
@@ -120,12 +126,13 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> DecodedFrame:
     return DecodedFrame(pixels=_to_rgb(image), format=fmt, width=width, height=height)
 
 
-def decode_frame(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedFrame:
-    """The frame's uint8 RGB pixels, or FrameRejected with the reason."""
+def decode_frame(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0) -> DecodedFrame:
+    """The frame's uint8 RGB pixels, or FrameRejected with the reason. `min_side`: the pixels need not
+    be larger than this a side (the model's input size): a JPEG may decode at a DCT scale down to it."""
     if not data:
         raise FrameRejected("empty file")
     if data.startswith(_JPEG_MAGIC):
-        fast = _decode_jpeg_fast(data, max_pixels)
+        fast = _decode_jpeg_fast(data, max_pixels, min_side)
         if fast is not None:
             return fast
     return _decode_with_pillow(data, max_pixels)

@@ -13,7 +13,7 @@ from workers.versioning import deployment_config
 
 
 def inference_worker(client: Client, classifier: Classifier, pool: DbPool, settings: Settings) -> Worker:
-    activities = InferenceActivities(classifier, pool)
+    activities = InferenceActivities(classifier, pool, client)
     return Worker(
         client,
         task_queue=settings.inference_task_queue,

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from workflows import search_attributes as sa
-from workflows.batch_types import BatchStatus, FrameBatchInput, RoutingRules, SubmittedFrame
+from workflows.batch_types import BatchStatus, FrameBatchInput, ReviewOpening, RoutingRules, SubmittedFrame
 
 
 class BatchSettings(Protocol):
@@ -22,6 +22,9 @@ class BatchSettings(Protocol):
     reviews_required: int
     classify_chunk_size: int
     inference_task_queue: str
+    review_sla_seconds: dict[str, float]
+    review_claim_lease_seconds: float
+    review_escalation_webhook_url: str
 
 
 def routing_rules(settings: BatchSettings) -> RoutingRules:
@@ -41,7 +44,10 @@ def batch_input(settings: BatchSettings, batch_id: str, camera_id: str, site_id:
     `frame_count` for one the API recorded."""
     return FrameBatchInput(batch_id, camera_id, site_id, frames, chunk_size=settings.classify_chunk_size,
                            webhook_url=webhook_url, rules=routing_rules(settings),
-                           inference_task_queue=settings.inference_task_queue, frame_count=frame_count)
+                           inference_task_queue=settings.inference_task_queue, frame_count=frame_count,
+                           steps_version=1, reviews=ReviewOpening(
+                               dict(settings.review_sla_seconds), settings.review_claim_lease_seconds,
+                               settings.review_escalation_webhook_url))
 
 
 def start_options(batch_id: str, camera_id: str, site_id: str, task_queue: str) -> dict[str, Any]:

@@ -74,6 +74,16 @@ class RoutingRules:
 
 
 @dataclass
+class ReviewOpening:
+    """The review policy a batch opens its tasks with (the settings when it was submitted), passed into
+    each task so that it opens without reading them."""
+
+    sla_seconds: dict[str, float]  # by priority name: low, normal, high, urgent
+    claim_lease_seconds: float
+    escalation_webhook_url: str = ""  # empty: escalations are recorded, not sent
+
+
+@dataclass
 class FrameBatchInput:
     batch_id: str
     camera_id: str
@@ -90,6 +100,13 @@ class FrameBatchInput:
     # Always True: every batch runs the durable path (the steps before it, and their code, are gone, and
     # no run of them is open). Kept because stored inputs hold it (tests/test_history_fields.py).
     durable_path: bool = True
+    # 0: classification returns what it routed and the workflow opens review tasks and the alert as
+    # children and closes the batch. 1: a batch of one chunk is classified, routed, opened (review tasks,
+    # alert) and closed by its one activity, a retry acting on what the first attempt recorded; the
+    # workflow only waits for it (batches of several chunks keep the steps of 0). Decided by the input
+    # in the history: a batch begun on steps 0 replays and finishes on them.
+    steps_version: int = 0
+    reviews: ReviewOpening | None = None
 
     @property
     def total_frames(self) -> int:
@@ -118,6 +135,12 @@ class ClassifyBatchInput:
     end: int
     rules: RoutingRules
     model_alias: str = "production"
+    # Set (FrameBatchInput steps 1, a batch of one chunk): the activity also opens the frames' review
+    # tasks (on `review_task_queue`, with this policy) and the batch's alert, and closes the batch.
+    close: bool = False
+    webhook_url: str | None = None
+    reviews: ReviewOpening | None = None
+    review_task_queue: str = ""
 
 
 @dataclass

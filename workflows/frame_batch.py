@@ -2,11 +2,12 @@
 rules say (human review, a defect alert), and close the batch.
 
 Temporal's cost is per event, so the batch takes as few as it can. The API records the batch and its
-frames in Postgres before starting it, so the input names no frames. One activity per chunk of
-positions classifies and records (predictions, rejections, the rules applied) in the same step, and
-returns only totals and the frames that go somewhere. Closing the batch is a local activity, and the
-search attributes given at start are set once more, at the end. A batch with no reviews and no alerts
-is 13 events: started, three workflow tasks, one activity, the close marker, the attributes, completed.
+frames in Postgres before starting it, so the input names no frames. A batch of one chunk (steps 1, every
+batch the API starts up to `chunk_size` frames) is one activity: it classifies, records, routes, opens the
+review tasks and the alert and closes the batch (activities.batch_closing), and the workflow sets its
+search attributes once more and completes: 12 events whatever it routed. A batch of several chunks (or
+one begun on steps 0) classifies a chunk per activity, opens its reviews and alert as children, and
+closes with a local activity.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from workflows.alert_delivery import start_webhook_delivery
 from workflows.batch_types import (
     BatchProgress,
     BatchStatus,
+    ClassifiedFrames,
     ClassifyBatchInput,
     CloseBatchInput,
     FrameBatchInput,
@@ -73,6 +75,8 @@ class FrameBatchWorkflow:
                 start_to_close_timeout=LOCAL_DB_TIMEOUT, retry_policy=DB_RETRY,
             )
         total = input.total_frames
+        if input.steps_version >= 1 and total <= input.chunk_size:
+            return await self._classify_and_close(input)
         chunks = await asyncio.gather(*(
             workflow.execute_activity_method(
                 InferenceActivities.classify_batch,
@@ -112,6 +116,33 @@ class FrameBatchWorkflow:
             rejected=sum(c.rejected for c in chunks), model_version=model_version, label_counts=dict(labels),
             sent_to_review=sum(1 for r in routed if r.route == REVIEW), defects=defects,
             unfamiliar=sum(c.unfamiliar for c in chunks), version_counts=dict(versions),
+        )
+
+    async def _classify_and_close(self, input: FrameBatchInput) -> FrameBatchResult:
+        total = input.total_frames
+        chunk: ClassifiedFrames = await workflow.execute_activity_method(
+            InferenceActivities.classify_batch,
+            ClassifyBatchInput(input.batch_id, input.camera_id, input.site_id, 0, total, input.rules,
+                               input.model_alias, close=True, webhook_url=input.webhook_url, reviews=input.reviews,
+                               review_task_queue=workflow.info().task_queue),
+            task_queue=input.inference_task_queue,
+            start_to_close_timeout=SERVING_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=20),
+            retry_policy=SERVING_RETRY,
+        )
+        self._progress.frames_classified = chunk.classified
+        defects = sum(1 for r in chunk.routed if r.route == ALERT)
+        updates: list[SearchAttributeUpdate[Any]] = [sa.STATUS.value_set(BatchStatus.COMPLETED),
+                                                     sa.DEFECT_COUNT.value_set(defects)]
+        if chunk.model_version:
+            updates.append(sa.MODEL_VERSION.value_set(chunk.model_version))
+        workflow.upsert_search_attributes(updates)
+        self._progress.status = BatchStatus.COMPLETED
+        return FrameBatchResult(
+            batch_id=input.batch_id, status=BatchStatus.COMPLETED, frame_count=total, accepted=chunk.classified,
+            rejected=chunk.rejected, model_version=chunk.model_version, label_counts=chunk.label_counts,
+            sent_to_review=sum(1 for r in chunk.routed if r.route == REVIEW), defects=defects,
+            unfamiliar=chunk.unfamiliar, version_counts=chunk.version_counts,
         )
 
     async def _close(self, close: CloseBatchInput) -> None:

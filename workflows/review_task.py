@@ -32,6 +32,7 @@ from workflows.policies import DB_RETRY, DB_TIMEOUT, LOCAL_DB_TIMEOUT
 from workflows.review_types import (
     MAX_CLAIM_LEASE_SECONDS,
     MAX_PRIORITY,
+    OPENED_BY_BATCH,
     REVIEW_STEPS,
     UNUSABLE,
     WORKFLOW_NAME,
@@ -258,7 +259,10 @@ class ReviewTaskWorkflow:
                 self._webhook_url = policy.escalation_webhook_url
         self._sla_due = self._created + timedelta(seconds=sla)
         self._lease = timedelta(seconds=lease)
-        self._touch()
+        if input.steps_version >= OPENED_BY_BATCH:
+            self._synced = self._version  # the batch that opened it wrote its first projection row
+        else:
+            self._touch()
 
         while True:
             await self._write_side_effects()

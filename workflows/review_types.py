@@ -4,6 +4,7 @@
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 WORKFLOW_NAME = "ReviewTaskWorkflow"
@@ -97,6 +98,15 @@ class ReviewTaskInput:
 # 0: the task upserts its search attributes, and writes Postgres through regular activities.
 # 1: its attributes are given at start, and it writes through local activities (one workflow task to open).
 REVIEW_STEPS = 1
+# 2: opened by its batch's classification (activities.inference), which passes the review policy in and
+#    writes the task's first projection row (version 1) with the batch's own records: the task opens in
+#    one workflow task with no activity at all, and its first write is its first reviewer's action.
+OPENED_BY_BATCH = 2
+
+
+def review_sla_seconds(slas: dict[str, float], priority: int | str) -> float:
+    """The SLA of a priority from the policy's table (settings.review_sla_seconds): its own, else normal's."""
+    return float(slas.get(priority_name(priority_level(priority))) or slas.get("normal") or 4 * 3600.0)
 
 
 @dataclass
@@ -159,6 +169,18 @@ class ReviewTaskView:
     decisions_count: int
     final_label: str | None = None
     decided_at: str | None = None
+
+
+def opening_view(review_id: str, input: ReviewTaskInput, created_at: datetime) -> ReviewTaskView:
+    """The state of a task just opened, as its first projection row shows it: pending, unclaimed, its SLA
+    running from `created_at` (the input must carry its policy)."""
+    assert input.sla_seconds is not None
+    return ReviewTaskView(
+        review_id=review_id, status=ReviewStatus.PENDING, stage=ReviewStage.REVIEW,
+        priority=priority_level(input.priority), escalated=False, claimed_by=None, claimed_by_name=None,
+        claim_expires_at=None, sla_due_at=(created_at + timedelta(seconds=input.sla_seconds)).isoformat(),
+        created_at=created_at.isoformat(), reviews_required=2 if input.reviews_required >= 2 else 1,
+        decisions_count=0)
 
 
 @dataclass

@@ -7,8 +7,10 @@ SITE = SearchAttributeKey.for_keyword("SightlineSite")
 MODEL_VERSION = SearchAttributeKey.for_keyword("SightlineModelVersion")
 STATUS = SearchAttributeKey.for_keyword("SightlineStatus")
 DEFECT_COUNT = SearchAttributeKey.for_int("SightlineDefectCount")
+# The batch a review task came from: its tasks are started by its classification, not as its children.
+BATCH = SearchAttributeKey.for_keyword("SightlineBatch")
 
-ALL = (CAMERA, SITE, MODEL_VERSION, STATUS, DEFECT_COUNT)
+ALL = (CAMERA, SITE, MODEL_VERSION, STATUS, DEFECT_COUNT, BATCH)
 
 
 def at_start(camera_id: str, site_id: str, status: str) -> TypedSearchAttributes:

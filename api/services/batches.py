@@ -25,7 +25,7 @@ from api.schemas.batches import (
 from api.submission import Submission
 from infra.db import DbConnection, DbPool, Row
 from infra.settings import Settings
-from infra.store import ObjectStore, content_digest, put_frames
+from infra.store import LocalStore, ObjectStore, content_digest, put_frames
 from infra.tables import batches, frames
 from infra.tables.api_keys import Principal
 from infra.tables.batches import Scope
@@ -187,9 +187,11 @@ class BatchService:
     async def _store(self, s: Submission) -> None:
         if not s.uploads:
             return  # a JSON batch's frames were copied to their content addresses when it was read
-        # A few lanes of frames, each stored in one thread: the round trips of a network store
-        # still overlap, without a thread hand-off per frame. Keys were computed from these bytes.
-        lanes = [s.uploads[i::STORE_LANES] for i in range(min(STORE_LANES, len(s.uploads)))]
+        # A network store: a few lanes of frames, each stored in one thread, so the round trips overlap
+        # without a thread hand-off per frame. A directory: one group, made durable with one pair of
+        # syncs (infra.store.LocalStore.put_many). Keys were computed from these bytes.
+        lane_count = 1 if isinstance(self.store, LocalStore) else STORE_LANES
+        lanes = [s.uploads[i::lane_count] for i in range(min(lane_count, len(s.uploads)))]
         await asyncio.gather(*(asyncio.to_thread(put_frames, self.store,
                                                  [(u.object_key, u.data, u.content_type) for u in lane])
                                for lane in lanes))

@@ -70,12 +70,15 @@ async def record_running(conn: DbConnection, *, batch_id: str, camera_id: str, s
     )
 
 
-async def mark_running(conn: DbConnection, batch_id: str, run_id: str | None) -> None:
-    """The first classification of a batch the API recorded: 'received' becomes 'running'."""
+async def mark_running(conn: DbConnection, batch_id: str, run_id: str | None,
+                       model_version: str | None = None) -> None:
+    """The first classification of a batch the API recorded: 'received' becomes 'running', with the
+    production version that classified it when given (a retried closing step reads it back)."""
     await conn.execute(
         "UPDATE batches SET status = 'running', run_id = %s, started_at = coalesce(started_at, now()),"
-        " updated_at = now() WHERE batch_id = %s AND status = 'received'",
-        (run_id, batch_id),
+        " model_version = coalesce(%s, model_version), updated_at = now()"
+        " WHERE batch_id = %s AND status IN ('received', 'running')",
+        (run_id, model_version, batch_id),
     )
 
 

@@ -83,6 +83,14 @@ async def reject(conn: DbConnection, rejections: Sequence[tuple[str, str | None]
         )
 
 
+async def all_validated(conn: DbConnection, frame_ids: Sequence[str]) -> bool:
+    """Whether every one of these frames was accepted or rejected (a classification recorded them)."""
+    cur = await conn.execute("SELECT bool_and(status <> 'pending') AS done FROM frames WHERE frame_id = ANY(%s)",
+                             (list(frame_ids),))
+    row = await cur.fetchone()
+    return bool(row and row["done"])
+
+
 async def object_keys(conn: DbConnection, batch_id: str) -> list[str]:
     cur = await conn.execute("SELECT object_key FROM frames WHERE batch_id = %s ORDER BY position", (batch_id,))
     return [row["object_key"] for row in await cur.fetchall()]

@@ -3,6 +3,7 @@ mid-write) leaves exactly one row per frame and version, and versions can predic
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,34 @@ async def replace_of_frames(conn: DbConnection, frame_ids: Sequence[str], rows: 
         " NOT IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
         (list(frame_ids), [r.frame_id for r in rows], [r.model_version for r in rows]))
     await upsert(conn, rows)
+
+
+@dataclass
+class RecordedOutcome:
+    """What the predictions and routes recorded for some frames say, as a classification answered it."""
+
+    classes: list[str]
+    classified: int
+    unfamiliar: int
+    label_counts: dict[str, int]
+    version_counts: dict[str, int]
+    routes: list[Row]  # frame_id, route, reason, workflow_id, label, confidence, model_version
+
+
+async def recorded_outcome(conn: DbConnection, frame_ids: Sequence[str]) -> RecordedOutcome:
+    cur = await conn.execute(
+        "SELECT frame_id, model_version, label, unfamiliar, probabilities FROM predictions WHERE frame_id = ANY(%s)",
+        (list(frame_ids),))
+    rows = await cur.fetchall()
+    cur = await conn.execute(
+        "SELECT r.frame_id, r.route, r.reason, r.workflow_id, p.label, p.confidence, p.model_version"
+        "  FROM frame_routes r JOIN predictions p USING (frame_id)"
+        " WHERE r.frame_id = ANY(%s) ORDER BY r.frame_id, r.route", (list(frame_ids),))
+    routes = await cur.fetchall()
+    return RecordedOutcome(
+        classes=sorted(rows[0]["probabilities"]) if rows else [], classified=len(rows),
+        unfamiliar=sum(1 for r in rows if r["unfamiliar"]), label_counts=dict(Counter(r["label"] for r in rows)),
+        version_counts=dict(Counter(r["model_version"] for r in rows)), routes=routes)
 
 
 async def of_frame(conn: DbConnection, frame_id: str) -> list[Row]:
