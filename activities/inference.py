@@ -11,6 +11,7 @@ Runs on the `inference` task queue, so serving capacity is scaled apart from orc
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Protocol
 
 from temporalio import activity
@@ -26,7 +27,7 @@ from serving.client import ServingError
 from serving.schema import ClassifyResponse
 from workflows.batch_types import ClassifiedFrames, ClassifyBatchInput, RoutedFrame
 from workflows.failures import RecordFailure, ServingFailure
-from workflows.routing import qa_draw, routes_for
+from workflows.routing import ALERT, REVIEW, qa_draw, routes_for
 
 log = get_logger(__name__)
 
@@ -74,6 +75,8 @@ class InferenceActivities:
             if self.closer is None:
                 raise RuntimeError("classify_batch closes batches only with a Temporal client to open their tasks")
             await self.closer.open_and_close(input, result.routed, result.classes, result.model_version)
+            return replace(result, routed=[], sent_to_review=sum(1 for r in result.routed if r.route == REVIEW),
+                           defects=sum(1 for r in result.routed if r.route == ALERT))
         return result
 
     async def _classify(self, input: ClassifyBatchInput, keys: dict[str, str]) -> ClassifiedFrames:

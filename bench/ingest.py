@@ -316,14 +316,21 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subp
     trials: list[Trial] = []
     rate = max(0.2, 1.1 * probe_rate)
     sustained = 0.0
-    for attempt in range(6):
+    # Down from above the probe until a rate is stable; when the first one already is (a probe that
+    # undershot), up in steps until one is not: the highest stable rate is the sustained rate.
+    for attempt in range(8):
         _, trial = await run_open(stack, frames, size, rate, seconds, camera, seed + 10 + attempt)
         trials.append(trial)
         await stack.drained()
         print(f"    {trial.describe()}", flush=True)
         if trial.stable:
             sustained = rate
+            if all(t.stable for t in trials):
+                rate *= 1.15
+                continue
             break
+        if sustained:
+            break  # stepping up found the first unstable rate
         rate *= 0.85
     if not sustained:
         sustained = rate  # the last rate tried; reported as such

@@ -237,7 +237,7 @@ def main() -> None:
     ap.add_argument("--preprocess-threads", type=int, default=ServingConfig.preprocess_threads,
                     help="requests each preprocessor replica prepares at once")
     ap.add_argument("--transport", default="http,handle", help="http, handle, or both (comma-separated)")
-    ap.add_argument("--layout", default="auto", choices=("auto", "pair", "fused"),
+    ap.add_argument("--app-layout", default="auto", choices=("auto", "pair", "fused"),
                     help="the application's layout: fused (each replica decodes and classifies; the CPU default), "
                          "pair (preprocessor + batching classifier; the GPU default)")
     ap.add_argument("--database-url", default=os.environ.get("SIGHTLINE_BENCH_DATABASE_URL", ""),
@@ -314,7 +314,7 @@ def main() -> None:
             options = AppOptions(preprocessor_replicas=args.preprocessor_replicas, classifier_replicas=replicas,
                                  classifier_cpus=classifier_cpus(replicas, args.preprocessor_replicas),
                                  max_batch_size=max_bs, batch_wait_timeout_s=args.batch_wait_ms / 1000,
-                                 layout=args.layout, fused_replicas=replicas)
+                                 layout=args.app_layout, fused_replicas=replicas)
             layout = resolved_layout(config, options)
             run_app(config, "127.0.0.1", port, options)
             runs = {transport: asyncio.run(bench_served(

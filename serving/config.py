@@ -32,9 +32,10 @@ class ServingConfig:
     # threads: threads of one process contend for the GIL around the decoding, and on 2 cores four of
     # them cost 0.75 ms of CPU per frame where one costs 0.48 (bench/serving.py's CPU breakdown).
     preprocess_threads: int = 1
-    # The fused layout's passes through the model: onnxruntime on the CPU spends about 0.6 ms a frame in
-    # passes of 8-32 frames and 0.8-1.1 ms in one pass of 256 (the throughput issue's measurements).
-    infer_chunk: int = 32
+    # The fused layout's passes through the model: single-threaded onnxruntime spent 1.50 ms of CPU a
+    # frame (mobilenet_v3_small, 128 px) in passes of 8 frames, 1.55 in 16, 1.78 in 32 and 1.80 in 64,
+    # where two threads on passes of 64 spent 2.0.
+    infer_chunk: int = 8
     max_frame_pixels: int = 12_000_000  # settings.max_frame_pixels; serving.deploy passes the configured one
     # Ed25519 public keys (raw, base64) whose signatures on a version's manifest serving accepts; a
     # version signed by none of them, or not signed, is refused.

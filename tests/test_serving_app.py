@@ -128,7 +128,7 @@ async def test_on_a_cpu_host_each_replica_fetches_decodes_and_classifies(serving
     async with ServingClient(serving_url) as client:
         response = await client.classify(_put(model_store, generate_frames("fused-line", 40, seed=27)))
     # The replica runs a request's frames through the model in chunks (ServingConfig.infer_chunk).
-    assert len(response.predictions) == 40 and response.timings["batch_frames"] == 32
+    assert len(response.predictions) == 40 and response.timings["batch_frames"] == 8
 
 
 async def test_both_layouts_give_the_same_answers(serving_url, serving_config_for, model_store):

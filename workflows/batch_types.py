@@ -172,6 +172,10 @@ class ClassifiedFrames:
     label_counts: dict[str, int]
     routed: list[RoutedFrame]
     version_counts: dict[str, int] = field(default_factory=dict)  # frames answered, by version
+    # A batch closed by its activity (ClassifyBatchInput.close) gets counts instead of `routed`: the frames
+    # went where they go already, and a routed list is what the workflow's converter spent most on decoding.
+    sent_to_review: int = 0
+    defects: int = 0
 
 
 @dataclass

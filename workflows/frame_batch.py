@@ -131,7 +131,7 @@ class FrameBatchWorkflow:
             retry_policy=SERVING_RETRY,
         )
         self._progress.frames_classified = chunk.classified
-        defects = sum(1 for r in chunk.routed if r.route == ALERT)
+        defects = chunk.defects
         updates: list[SearchAttributeUpdate[Any]] = [sa.STATUS.value_set(BatchStatus.COMPLETED),
                                                      sa.DEFECT_COUNT.value_set(defects)]
         if chunk.model_version:
@@ -141,7 +141,7 @@ class FrameBatchWorkflow:
         return FrameBatchResult(
             batch_id=input.batch_id, status=BatchStatus.COMPLETED, frame_count=total, accepted=chunk.classified,
             rejected=chunk.rejected, model_version=chunk.model_version, label_counts=chunk.label_counts,
-            sent_to_review=sum(1 for r in chunk.routed if r.route == REVIEW), defects=defects,
+            sent_to_review=chunk.sent_to_review, defects=defects,
             unfamiliar=chunk.unfamiliar, version_counts=chunk.version_counts,
         )
 
