@@ -19,10 +19,12 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities import metrics
 from activities.reviews import projection_row
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.tables import batches, frame_routes, review_tasks
+from infra.telemetry import span
 from workflows import search_attributes as sa
 from workflows.alert_types import (
     WEBHOOK_DELIVERY_WORKFLOW,
@@ -59,7 +61,7 @@ def review_input(input: ClassifyBatchInput, frame: RoutedFrame, classes: list[st
         model_version=frame.model_version or model_version,
         sla_seconds=review_sla_seconds(policy.sla_seconds, priority),
         claim_lease_seconds=policy.claim_lease_seconds, escalation_webhook_url=policy.escalation_webhook_url,
-        steps_version=OPENED_BY_BATCH,
+        steps_version=OPENED_BY_BATCH, boxes=frame.boxes,
     )
 
 
@@ -68,7 +70,9 @@ def alert_payload(input: ClassifyBatchInput, alerts: list[RoutedFrame], model_ve
         "batch_id": input.batch_id, "camera_id": input.camera_id, "site_id": input.site_id,
         "model_version": model_version, "defect_count": len(alerts),
         "defects": [{"frame_id": r.frame_id, "label": r.label, "confidence": r.confidence,
-                     "model_version": r.model_version or model_version} for r in alerts[:100]],
+                     "model_version": r.model_version or model_version,
+                     # A detection version's: where the defect is (vision.boxes.Box.as_dict())
+                     **({"boxes": r.boxes} if r.boxes is not None else {})} for r in alerts[:100]],
     }
 
 
@@ -83,12 +87,15 @@ class BatchCloser:
         assert input.reviews is not None
         reviews = [(frame, review_input(input, frame, classes, model_version, input.reviews))
                    for frame in routed if frame.route == REVIEW]
-        run_ids = await asyncio.gather(*(self._open_review(input, task) for _, task in reviews))
+        async with span("temporal.open_reviews", reviews=len(reviews)):
+            run_ids = await asyncio.gather(*(self._open_review(input, task) for _, task in reviews))
         alerts = [r for r in routed if r.route == ALERT]
         if alerts and input.webhook_url:
             await self._start_alert(input, alerts, model_version)
+        metrics.record_reviews_opened(input.site_id, input.camera_id, [task.reason for _, task in reviews],
+                                      bool(alerts and input.webhook_url))
         opened = datetime.now(UTC)
-        async with self.pool.connection() as conn, conn.transaction():
+        async with span("db.close_batch"), self.pool.connection() as conn, conn.transaction():
             await batches.lock_for_recount(conn, input.batch_id)
             for (frame, task), run_id in zip(reviews, run_ids, strict=True):
                 review_id = review_workflow_id(frame.frame_id, frame.reason)

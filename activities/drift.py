@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import metrics
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.settings import Settings
@@ -141,6 +142,9 @@ class DriftActivities:
         async with self.pool.connection() as conn, conn.transaction():
             await drift_reports.upsert(conn, row)
             await drift_report_columns.replace(conn, input.report_id, columns)
+        if columns:
+            metrics.record_drift(input.site_id, row["model_version"], {c.column_name: c.score for c in columns},
+                                 row["drift_share"])
         log.info("drift checked", report_id=input.report_id, site_id=input.site_id, status=row["status"],
                  drifted=drifted, frames=len(recent))
         return DriftReportSummary(input.report_id, input.site_id, row["status"], row["model_version"],

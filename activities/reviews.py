@@ -11,8 +11,10 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from temporalio import activity
 
+from activities import metrics
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.settings import Settings
@@ -41,6 +43,17 @@ def _with_times(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _json_or_none(value: Any) -> Jsonb | None:
+    """A box set for a jsonb column; None (a classification task or decision) stays SQL NULL."""
+    return None if value is None else Jsonb(value)
+
+
 def projection_row(update: ProjectionUpdate) -> dict[str, Any]:
     """The review_tasks row of an update: the task as opened, its state now (which wins where both say,
     e.g. the current priority), and what only the projection keeps."""
@@ -50,6 +63,7 @@ def projection_row(update: ProjectionUpdate) -> dict[str, Any]:
         "version": update.version, "run_id": update.run_id, "escalated_at": update.escalated_at,
         "decided_by": list(update.decided_by),
         "corrected": is_correction(final, update.task.predicted_label) if final else None,
+        "boxes": _json_or_none(update.task.boxes), "final_boxes": _json_or_none(update.view.final_boxes),
     })
 
 
@@ -75,8 +89,13 @@ class ReviewActivities:
         row = projection_row(input)
         async with self.pool.connection() as conn, conn.transaction():
             await batches.lock_for_recount(conn, input.task.batch_id)
-            if await review_tasks.upsert_projection(conn, row):
+            changed = await review_tasks.upsert_projection(conn, row)
+            if changed:
                 await batches.recount_reviews(conn, input.task.batch_id)
+        if input.view.status == ReviewStatus.DECIDED and changed:  # counted once, not again by a retry
+            metrics.record_review_decided(input.task.site_id, input.task.camera_id, input.task.model_version,
+                                          bool(row["corrected"]), _seconds_between(input.view.created_at,
+                                                                                   input.view.decided_at))
         if input.view.status == ReviewStatus.DECIDED:
             log.info("review decided", review_id=input.view.review_id, label=input.view.final_label,
                      corrected=row["corrected"])
@@ -87,7 +106,7 @@ class ReviewActivities:
         async with self.pool.connection() as conn:
             await review_labels.insert(conn, _with_times({
                 **asdict(input), **asdict(d), "model_confidence": input.confidence,
-                "is_correction": is_correction(d.label, input.predicted_label),
+                "is_correction": is_correction(d.label, input.predicted_label), "boxes": _json_or_none(d.boxes),
             }))
         log.info("review label recorded", review_id=input.review_id, reviewer=d.reviewer_id, label=d.label)
 

@@ -21,6 +21,7 @@ from temporalio import activity
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.tables import audit_log, rollouts
+from vision.boxes import agree, boxes_from
 from vision.registry import LineMove, ModelRegistry, MoveResult, RevisionConflict
 from vision.traffic import TrafficSplit
 from workflows.failures import RolloutRefusal
@@ -157,6 +158,11 @@ class RolloutActivities:
                                              shadow=input.kind == StageKind.SHADOW,
                                              since=datetime.fromisoformat(input.since),
                                              low_confidence=input.low_confidence)
+            pairs = [] if input.kind != StageKind.SHADOW else await rollouts.shadow_box_pairs(
+                conn, candidate=input.candidate_version, production=input.production_version,
+                since=datetime.fromisoformat(input.since))
+        if pairs:  # detection versions: they agree on a frame when their box sets do (vision.boxes.agree)
+            f = {**f, "compared": len(pairs), "agreement": box_agreement(pairs)}
         frames, errors = int(f["frames"]), int(f["errors"])
         return StageMetrics(
             frames=frames, errors=errors, error_rate=round(errors / (frames + errors), 4) if frames + errors else 0.0,
@@ -253,3 +259,17 @@ class RolloutActivities:
                 return await asyncio.to_thread(self.registry.move, move, line.revision, move_id, input.changed_by,
                                                input.reason)
         raise RuntimeError("the model line kept moving while the rollout rolled back; retrying")
+
+
+# The boxes each version would act on: those scoring at least this (vision.detector.FRAME_DEFECT_SCORE).
+AGREEMENT_BOX_SCORE = 0.5
+
+
+def box_agreement(pairs: list[dict]) -> float:
+    """The share of frames whose shadow and production box sets agree: every box of each matched one to
+    one, same class, at IoU >= vision.boxes' default 0.5, counting the boxes each scores >= 0.5."""
+    def acted_on(items: list[dict]) -> list:
+        return [b for b in boxes_from(items) if (b.score if b.score is not None else 1.0) >= AGREEMENT_BOX_SCORE]
+
+    agreed = sum(agree(acted_on(p["shadow_boxes"]), acted_on(p["production_boxes"])) for p in pairs)
+    return agreed / len(pairs)

@@ -14,6 +14,7 @@ Training runs in a thread (torch releases the GIL), so the event loop keeps hear
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -26,6 +27,7 @@ import torch
 from temporalio import activity
 from temporalio.client import Client
 
+from activities import metrics
 from infra.db import DbPool
 from infra.log import get_logger
 from infra.settings import Settings
@@ -40,6 +42,15 @@ from vision.datasets import (
     load_splits,
     materialize,
     read_manifest,
+)
+from vision.detector import DETECTION, DETECTOR_ARCHITECTURE, CenterNetDetector, load_detector
+from vision.detector_training import (
+    DEFECT_CLASSES,
+    DETECTOR_PROFILES,
+    evaluate_detector,
+    finish_detector,
+    fit_detector,
+    load_detection_splits,
 )
 from vision.model import load_model, weights_bytes
 from vision.novelty import NoveltyModel
@@ -146,6 +157,12 @@ class TrainingActivities:
         return SnapshotSummary(manifest.snapshot_id, key, digest, counts)
 
     # ---- training -----------------------------------------------------------------------------
+    def _task_of(self, version: str | None) -> str:
+        """What a retraining run trains: what the version it would replace answers (a detection
+        production version is followed by a detection candidate)."""
+        row = self.registry.get(version) if version is not None else None
+        return row.task if row is not None else "classification"
+
     def _parent(self, version: str | None) -> tuple[Manifest, bytes] | None:
         if version is None:
             return None
@@ -201,8 +218,13 @@ class TrainingActivities:
             raise RetrainingFailure.INVALID_PARAMETERS.error(f"invalid training parameters: {params}")
         profile = PROFILES[params.profile]
         parent = await asyncio.to_thread(self._parent, input.parent_version if params.init_from_parent else None)
+        task = await asyncio.to_thread(self._task_of, input.parent_version)
         if parent is not None:
             processing, architecture = parent[0].processing, parent[0].architecture
+        elif task == DETECTION:
+            detector_profile = DETECTOR_PROFILES.get(params.profile, DETECTOR_PROFILES["standard"])
+            processing = Processing(classes=DEFECT_CLASSES, input_size=detector_profile.input_size)
+            architecture = DETECTOR_ARCHITECTURE
         else:
             processing = Processing(classes=tuple(profile.classes), input_size=profile.input_size)
             architecture = profile.architecture
@@ -241,11 +263,14 @@ class TrainingActivities:
         def on_epoch(_: dict, capture: Callable[[], EpochCheckpoint]) -> None:
             checkpoint = capture()
             progress.checkpoint_key = self._save_checkpoint(input.run_id, checkpoint)
+            metrics.RETRAINING_EPOCHS.inc()
             log.info("epoch done", run_id=input.run_id, epoch=checkpoint.epoch, loss=checkpoint.loss,
                      checkpoint=progress.checkpoint_key)
             tell_workflow(force=True)
 
         def train() -> TrainingResult:
+            if task == DETECTION:
+                return train_detection()
             manifest = read_manifest(self.store, input.snapshot.manifest_key, input.snapshot.manifest_sha256)
             skipped: list[SkippedFrame] = []
             splits = load_splits(self.store, manifest, processing, skipped)
@@ -276,6 +301,33 @@ class TrainingActivities:
             return TrainingResult(outcome.model, processing, architecture, metrics, manifest.snapshot_id,
                                   {}, novelty, reference)
 
+        def train_detection() -> TrainingResult:
+            """The same run for a detector: reviewed boxes in the snapshot, checkpoints and resume alike."""
+            manifest = read_manifest(self.store, input.snapshot.manifest_key, input.snapshot.manifest_sha256)
+            skipped: list[SkippedFrame] = []
+            splits = load_detection_splits(self.store, manifest, processing, skipped)
+            if stop.is_set():
+                raise TrainingStopped("stopped before training")
+            resume = found[1] if found else None
+            if found:
+                progress.resumed_from_epoch = EpochCheckpoint.load(found[1])[0].epoch
+                progress.checkpoint_key = found[0]
+            train_split = splits["train"]
+            outcome = fit_detector(train_split.x, train_split.boxes, processing, epochs=params.epochs,
+                                   batch_size=params.batch_size, learning_rate=params.learning_rate, seed=params.seed,
+                                   reviewed=train_split.reviewed, reviewed_share=params.reviewed_share,
+                                   init_weights=parent[1] if parent else None, resume=resume, on_epoch=on_epoch,
+                                   on_step=on_step, should_stop=stop.is_set)
+            model = outcome.model
+            assert isinstance(model, CenterNetDetector)
+            novelty, reference, sets = finish_detector(model, processing, splits, params.novelty_percentile)
+            metrics = {"sets": sets, "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch,
+                       "final_loss": outcome.final_loss, "steps": outcome.steps, "task": DETECTION,
+                       "train_frames": len(train_split.boxes), "reviewed_train_frames": int(train_split.reviewed.sum()),
+                       "skipped_reviewed_frames": len(manifest.skipped) + len(skipped)}
+            return TrainingResult(model, processing, architecture, metrics, manifest.snapshot_id, {}, novelty,
+                                  reference, task=DETECTION)
+
         def details() -> dict[str, Any]:
             return {"epoch": progress.epoch, "step": progress.step, "checkpoint_key": progress.checkpoint_key,
                     "loss": progress.loss}
@@ -304,7 +356,8 @@ class TrainingActivities:
         self.store.put(f"{prefix}/{NOVELTY}", result.novelty.to_bytes())
         self.store.put(f"{prefix}/{REFERENCE}", json.dumps(result.reference, separators=(",", ":")).encode())
         self.store.put(f"{prefix}/processing.json", json.dumps(
-            {"architecture": result.architecture, "processing": result.processing.to_dict()}).encode())
+            {"architecture": result.architecture, "processing": result.processing.to_dict(),
+             **({"task": result.task} if result.task != "classification" else {})}).encode())
         # Last: its presence says the whole result is there.
         self.store.put(f"{prefix}/metrics.json", json.dumps(result.metrics, sort_keys=True).encode())
 
@@ -312,11 +365,13 @@ class TrainingActivities:
         prefix = candidate.result_key
         meta = json.loads(self.store.get(f"{prefix}/processing.json"))
         processing = Processing.from_dict(meta["processing"])
-        model = load_model(meta["architecture"], len(processing.classes), self.store.get(f"{prefix}/{WEIGHTS}"))
+        task = meta.get("task", "classification")
+        load = load_detector if task == DETECTION else functools.partial(load_model, meta["architecture"])
+        model = load(len(processing.classes), self.store.get(f"{prefix}/{WEIGHTS}"))
         metrics = json.loads(self.store.get(f"{prefix}/metrics.json"))
         return TrainingResult(model, processing, meta["architecture"], metrics, snapshot_id, {},
                               NoveltyModel.from_bytes(self.store.get(f"{prefix}/{NOVELTY}")),
-                              json.loads(self.store.get(f"{prefix}/{REFERENCE}")))
+                              json.loads(self.store.get(f"{prefix}/{REFERENCE}")), task=task)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, input: EvaluateInput) -> Evaluation:
@@ -325,6 +380,8 @@ class TrainingActivities:
         held_out = SnapshotManifest(manifest.snapshot_id, manifest.base, manifest.reviewed_holdout_pct,
                                     [e for e in manifest.entries if e.split in ("holdout", "reviewed_holdout")])
         candidate = self._load_result(input.candidate, input.snapshot.snapshot_id)
+        if candidate.task == DETECTION:
+            return self._evaluate_detection(input, held_out, candidate)
         models: dict[str, tuple[torch.nn.Module, Processing]] = {"candidate": (candidate.model, candidate.processing)}
         if input.production_version is not None:
             row = self.registry.get(input.production_version)
@@ -342,6 +399,27 @@ class TrainingActivities:
                                                load_splits(self.store, held_out, processing, skipped=[]))
             results[name] = {s: evaluate(model, processing, splits[s].x, splits[s].y)
                              for s in ("holdout", "reviewed_holdout") if s in splits and len(splits[s].y)}
+        return Evaluation(input.production_version, results["candidate"], results.get("production", {}))
+
+    def _evaluate_detection(self, input: EvaluateInput, held_out: SnapshotManifest,
+                            candidate: TrainingResult) -> Evaluation:
+        """Candidate and production detectors on the same held-out frames and boxes: mAP@0.5 and AP by
+        class per set (vision.detection_metrics), what beats_production compares for detection."""
+        models: dict[str, tuple[Any, Processing]] = {"candidate": (candidate.model, candidate.processing)}
+        if input.production_version is not None:
+            row = self.registry.get(input.production_version)
+            if row is not None and row.task == DETECTION:
+                prod_manifest, files = load_verified(self.store, row.manifest_key, row.manifest_sha256, (WEIGHTS,),
+                                                     trusted_keys=self.trusted_keys)
+                models["production"] = (load_detector(len(prod_manifest.processing.classes), files[WEIGHTS]),
+                                        prod_manifest.processing)
+        results: dict[str, dict[str, dict]] = {}
+        by_size: dict[int, dict] = {}
+        for name, (model, processing) in models.items():
+            splits = by_size.setdefault(processing.input_size,
+                                        load_detection_splits(self.store, held_out, processing, skipped=[]))
+            results[name] = {s: evaluate_detector(model, processing, splits[s].x, splits[s].boxes)
+                             for s in ("holdout", "reviewed_holdout") if s in splits and len(splits[s].boxes)}
         return Evaluation(input.production_version, results["candidate"], results.get("production", {}))
 
     @activity.defn

@@ -31,6 +31,14 @@ RETRAINERS = ("ml-engineer",)
 # Rollouts: ML engineers start, approve and resume them; ops may also stop one (pause, abort, roll back).
 # The driver and stopper roles are the rollout workflow's own, which its updates check again.
 ROLLOUT_READERS = ("ml-engineer", "ops")
+# Privacy settings: ops (and admin) change them; ingest keys read a camera's too (the edge agent redacts
+# with them before a frame leaves the site).
+PRIVACY_MANAGERS = ("ops",)
+PRIVACY_READERS = ("ingest", "ops")
+# Camera health is maintenance: ops recalibrate a camera after its lens was cleaned or it was moved.
+CAMERA_MAINTAINERS = ("ops",)
+# Dataset exchange (COCO / YOLO export, COCO import as reviewed labels): ML engineers.
+DATASET_EXCHANGERS = ("ml-engineer",)
 
 IngestCaller = Annotated[Principal, Depends(require_roles(*INGESTERS))]
 BatchReader = Annotated[Principal, Depends(require_roles(*BATCH_READERS))]
@@ -48,3 +56,7 @@ Retrainer = Annotated[Principal, Depends(require_roles(*RETRAINERS))]
 RolloutReader = Annotated[Principal, Depends(require_roles(*ROLLOUT_READERS))]
 RolloutDriver = Annotated[Principal, Depends(require_roles(*ROLLOUT_DRIVERS))]
 RolloutStopper = Annotated[Principal, Depends(require_roles(*ROLLOUT_STOPPERS))]
+PrivacyManager = Annotated[Principal, Depends(require_roles(*PRIVACY_MANAGERS))]
+PrivacyReader = Annotated[Principal, Depends(require_roles(*PRIVACY_READERS))]
+CameraMaintainer = Annotated[Principal, Depends(require_roles(*CAMERA_MAINTAINERS))]
+DatasetExchanger = Annotated[Principal, Depends(require_roles(*DATASET_EXCHANGERS))]

@@ -9,10 +9,12 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from api.services.batches import BatchService
+from api.services.camera_health import CameraHealthService
 from api.services.cameras import CameraStats, CameraStreams
 from api.services.drift import DriftService
 from api.services.frames import FrameService
 from api.services.models import ModelCatalog
+from api.services.privacy import PrivacySettingsService
 from api.services.retraining import RetrainingService
 from api.services.review_queue import ReviewQueue
 from api.services.rollouts import RolloutService
@@ -57,8 +59,12 @@ def _cameras(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: Sett
     return CameraStreams(pool, store, temporal, settings)
 
 
-def _camera_stats(pool: DbDep) -> CameraStats:
-    return CameraStats(pool)
+def _camera_stats(pool: DbDep, settings: SettingsDep) -> CameraStats:
+    return CameraStats(pool, settings)
+
+
+def _camera_health(pool: DbDep, settings: SettingsDep) -> CameraHealthService:
+    return CameraHealthService(pool, settings)
 
 
 def _frames(pool: DbDep, store: StoreDep, settings: SettingsDep) -> FrameService:
@@ -77,6 +83,7 @@ BatchServiceDep = Annotated[BatchService, Depends(_batches)]
 UploadsDep = Annotated[Uploads, Depends(_uploads)]
 CameraStreamsDep = Annotated[CameraStreams, Depends(_cameras)]
 CameraStatsDep = Annotated[CameraStats, Depends(_camera_stats)]
+CameraHealthDep = Annotated[CameraHealthService, Depends(_camera_health)]
 FrameServiceDep = Annotated[FrameService, Depends(_frames)]
 ReviewQueueDep = Annotated[ReviewQueue, Depends(_review_queue)]
 
@@ -106,3 +113,10 @@ DriftServiceDep = Annotated[DriftService, Depends(_drift)]
 RetrainingServiceDep = Annotated[RetrainingService, Depends(_retraining)]
 ModelCatalogDep = Annotated[ModelCatalog, Depends(_model_catalog)]
 RolloutServiceDep = Annotated[RolloutService, Depends(_rollouts)]
+
+
+def _privacy(pool: DbDep) -> PrivacySettingsService:
+    return PrivacySettingsService(pool)
+
+
+PrivacyServiceDep = Annotated[PrivacySettingsService, Depends(_privacy)]

@@ -17,10 +17,13 @@ from api.request_ids import RequestIdMiddleware
 from api.routes import (
     batches,
     cameras,
+    datasets,
+    deletions,
     drift,
     frames,
     health,
     models,
+    privacy,
     retraining,
     review_page,
     reviews,
@@ -36,6 +39,7 @@ from infra.secret_key import require_configured_secret, secret_key
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
+from infra.telemetry import configure_tracing, tracing_configured, tracing_options
 from infra.temporal import connect, ensure_search_attributes
 from workflows import search_attributes as sa
 
@@ -52,7 +56,8 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         require_migrated(url)  # applied by `sightline migrate`, never by the API itself
         app.state.settings = settings
         app.state.store = store_from_settings(settings)
-        app.state.temporal = temporal_client or await connect(settings.temporal_address, settings.temporal_namespace)
+        app.state.temporal = temporal_client or await connect(settings.temporal_address, settings.temporal_namespace,
+                                                              tracing=tracing_configured())
         # Batches start with search attributes; register them here too, whoever started first.
         await ensure_search_attributes(app.state.temporal, settings.temporal_namespace, sa.ALL)
         async with open_pool(url) as pool:
@@ -71,6 +76,11 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
         form_limits=FORM_LIMITS,
     )
     register_error_handlers(app)
+    if tracing_configured():  # a request's span is the root of its batch's trace (infra.telemetry)
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics,static",
+                                           exclude_spans=["receive", "send"])
     app.middleware("http")(metrics.timing_middleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
@@ -83,6 +93,9 @@ def create_app(settings: Settings | None = None, *, temporal_client: Client | No
     app.include_router(retraining.router)
     app.include_router(models.router)
     app.include_router(rollouts.router)
+    app.include_router(privacy.router)
+    app.include_router(deletions.router)
+    app.include_router(datasets.router)
     # The reviewer page keeps server-side sessions (api.auth); no cookie middleware, no key in a cookie.
     app.include_router(reviews.router)
     app.include_router(review_page.router)
@@ -95,6 +108,7 @@ def main() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_json, settings.log_level, service="api")
+    configure_tracing(tracing_options(settings), "api")
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None)
 
 

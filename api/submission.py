@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from fastapi import HTTPException, Request
 from pydantic import ValidationError
@@ -20,14 +21,22 @@ from infra.store import (
     ObjectNotFoundError,
     ObjectStore,
     StoreUnavailable,
+    content_digest,
     frame_key,
     put_frames,
+    redacted_frame_key,
     sha256_hex,
 )
 from infra.tables.api_keys import Principal
 from infra.tables.webhook_subscriptions import validate_webhook_url
 from vision.formats import sniff_image_type
 from workflows.batch_types import KEY_PATTERN, MAX_KEY, MAX_NAME, NAME_PATTERN, SubmittedFrame
+
+if TYPE_CHECKING:
+    from vision.redaction import Redacted
+
+# Whether a site's camera has redaction on (api.services.privacy.in_force, bound to the pool).
+RedactionCheck = Callable[[str, str], Awaitable[bool]]
 
 _NAME, _KEY = re.compile(NAME_PATTERN), re.compile(KEY_PATTERN)
 MAX_FILENAME = 255
@@ -50,19 +59,34 @@ _UNTYPED = {"", "application/octet-stream"}
 
 @dataclass
 class Upload:
-    """A frame's bytes as uploaded, not stored yet, and the content address it will be stored under."""
+    """A frame's bytes as uploaded, not stored yet, and the key it will be stored under: its content
+    address, or, once redacted, the redacted frame's key (infra.store.redacted_frame_key). `sha256` is
+    always that of the bytes received: the frame's identity, whatever is stored."""
 
     filename: str
     content_type: str
     data: bytes
     sha256: str = ""
+    redaction_revision: int | None = None
 
     def __post_init__(self) -> None:
         self.sha256 = self.sha256 or sha256_hex(self.data)
 
     @property
-    def object_key(self) -> str:
+    def received_key(self) -> str:
+        """The content address of the bytes received: what names the frame in a request's fingerprint."""
         return frame_key(self.sha256)
+
+    @property
+    def object_key(self) -> str:
+        if self.redaction_revision is not None:
+            return redacted_frame_key(self.sha256, self.redaction_revision)
+        return self.received_key
+
+    def redacted(self, result: Redacted) -> None:
+        """From now on the upload holds the redacted frame only: the received bytes are dropped here, so
+        nothing after this point can store them."""
+        self.data, self.content_type, self.redaction_revision = result.data, result.content_type, result.revision
 
 
 @dataclass
@@ -87,9 +111,25 @@ class Submission:
             return [SubmittedFrame(u.object_key, len(u.data), u.filename, u.content_type) for u in self.uploads]
         return list(self.stored or [])
 
+    @property
+    def redaction_revision(self) -> int | None:
+        """The revision the frames were redacted under (all of a batch's frames are, or none)."""
+        return self.uploads[0].redaction_revision if self.uploads else None
+
+    def received_digests(self) -> list[str]:
+        """The sha256 of each frame as received, in order ("" where only the key can tell, see
+        infra.tables.frames.NewFrame)."""
+        if self.uploads is not None:
+            return [u.sha256 for u in self.uploads]
+        return [content_digest(f.object_key) for f in self.stored or []]
+
     def fingerprint(self) -> str:
-        """What the request asked for: the same idempotency key with other frames is another request."""
-        return sha256_hex("\n".join(f.object_key for f in self.frames()).encode())
+        """What the request asked for: the same idempotency key with other frames is another request. Named
+        by the bytes received (not by where a redacted frame is stored), so the same request again is the
+        same request whether or not, and under whichever revision, its frames are redacted."""
+        keys = ([u.received_key for u in self.uploads] if self.uploads is not None
+                else [f.object_key for f in self.stored or []])
+        return sha256_hex("\n".join(keys).encode())
 
 
 def check_id(name: str, value: str) -> str:
@@ -182,9 +222,12 @@ def _check_stored(store: ObjectStore, body: BatchFromStore, settings: Settings,
     return submitted
 
 
-async def read_submission(request: Request, store: ObjectStore, settings: Settings, caller: Principal) -> Submission:
+async def read_submission(request: Request, store: ObjectStore, settings: Settings, caller: Principal,
+                          redacting: RedactionCheck | None = None) -> Submission:
     """The request's batch, or a 4xx that says what is wrong with it. The idempotency key is a field,
-    else the Idempotency-Key header, else a digest of the frames (the same frames, the same batch)."""
+    else the Idempotency-Key header, else a digest of the frames (the same frames, the same batch).
+    `redacting`: whether a camera has redaction on; a JSON batch naming uploads of such a camera is
+    refused before anything is copied (an upload is stored as sent, before any camera is named)."""
     content_type = request.headers.get("content-type", "")
     header_key = request.headers.get("Idempotency-Key")
     if content_type.startswith("application/json"):
@@ -192,6 +235,10 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
             body = BatchFromStore.model_validate_json(await request.body())
         except ValidationError as exc:
             raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+        if redacting is not None and await redacting(body.site_id, body.camera_id):
+            raise HTTPException(422, f"camera_id {body.camera_id!r} of site {body.site_id!r} has redaction on: its "
+                                     "frames are redacted before they are stored, and an upload is stored as sent; "
+                                     "send them as multipart/form-data files to POST /v1/batches instead")
         stored = await asyncio.to_thread(_check_stored, store, body, settings, caller)
         key = body.idempotency_key or header_key or sha256_hex("\n".join(f.object_key for f in stored).encode())[:32]
         submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored)

@@ -22,6 +22,7 @@ reach on this machine: the line before the last two gives that ceiling beside th
 Needs the local stack: `make up` (or `.venv/bin/sightline up`), then
     .venv/bin/python bench/ingest.py                       # about 12 minutes on 2 cores
     .venv/bin/python bench/ingest.py --sizes 64 --seconds 10
+    .venv/bin/python bench/ingest.py --telemetry-cost      # tracing and metrics on vs off, 64 frames
 
 Frames are the generated camera's (160 px a side) unless `--resolution 1280x720` asks for camera-sized
 ones (the same scenes, encoded at that size), where decoding dominates.
@@ -457,6 +458,23 @@ async def run(sizes: list[int], clients: int, seconds: float, resolution: tuple[
     return results, floor
 
 
+async def telemetry_cost(size: int, clients: int, seconds: float, resolution: tuple[int, int] | None) -> None:
+    """Tracing and metrics on vs off in one run (bench/telemetry_cost.py), with the ratio."""
+    from bench import telemetry_cost as cost
+
+    settings, frames = stack_and_frames(resolution)
+    print(f"load: {size}-frame batches of generated camera JPEGs; runs of {seconds:.0f} s; {clients} closed-loop "
+          "clients", flush=True)
+    port = free_port()
+    naive_proc = start_naive(port)
+    try:
+        modes = await cost.measure_modes(settings, frames, size, naive_proc, port, clients, seconds)
+    finally:
+        naive_proc.terminate()
+        naive_proc.wait(30)
+    cost.report(modes)
+
+
 def ceiling(result: SizeResult, floor: WorkflowFloor) -> float:
     """The best ratio to the naive service reachable with a workflow per batch: on a saturated machine
     throughput goes as the inverse of CPU per frame, and at best serving costs what the whole naive
@@ -495,7 +513,14 @@ def main() -> None:
     parser.add_argument("--resolution", type=resolution_arg, default=None,
                         help="frames of this WIDTHxHEIGHT (e.g. 1280x720) instead of the generated 160 px")
     parser.add_argument("--no-seed-style", action="store_true", help="skip the seed-style baseline")
+    parser.add_argument("--telemetry-cost", action="store_true",
+                        help="instead: tracing and metrics on vs off at the first size (default 64 frames), the "
+                             "API, worker and serving restarted for each (bench/telemetry_cost.py)")
     args = parser.parse_args()
+    if args.telemetry_cost:
+        size = int(args.sizes.split(",")[0]) if args.sizes != parser.get_default("sizes") else 64
+        asyncio.run(telemetry_cost(size, args.clients, args.seconds, args.resolution))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     shape = f"{args.resolution[0]}x{args.resolution[1]}" if args.resolution else "160x160"
     print(f"load: generated camera JPEGs ({shape}), each batch's frames unique; runs of {args.seconds:.0f} s; "

@@ -53,6 +53,8 @@ from serving.backends.base import (
 from serving.config import ServingConfig
 from vision.artifacts import load_verified
 from vision.camera import CLASSES, generate_frames
+from vision.detector import DETECTOR_ARCHITECTURE, build_detector, decide_detections
+from vision.detector_training import DEFECT_CLASSES
 from vision.model import build_model
 from vision.processing import Processing
 from vision.registry import ModelRegistry
@@ -117,7 +119,10 @@ def _pipeline_until(backend: Backend, processing: Processing, jpegs: list[bytes]
         chunk = [jpegs[(done + j) % len(jpegs)] for j in range(batch_size)]
         pixels = np.stack([processing.resize(decode_frame(data).pixels) for data in chunk])
         quality_features_batch(pixels)
-        processing.decide(backend.predict(pixels))
+        if hasattr(backend, "outputs") and processing.classes == DEFECT_CLASSES:  # a detector: boxes per frame
+            decide_detections(processing, backend.outputs(pixels))
+        else:
+            processing.decide(backend.predict(pixels))
         done += batch_size
     return done
 
@@ -221,6 +226,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch-cuda, torch-cpu, tensorrt or auto")
     ap.add_argument("--architecture", default="mobilenet_v3_small")
+    ap.add_argument("--task", default="classification", choices=("classification", "detection"),
+                    help="detection: the detector (vision.detector), untrained, served as a detection version")
     ap.add_argument("--input-size", type=int, default=128)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--frames-per-request", type=int, default=Settings().classify_chunk_size,
@@ -268,12 +275,18 @@ def main() -> None:
         apply_migrations(db_url)
         store = LocalStore(work / "objects")
         registry = ModelRegistry(db_url)
-        processing = Processing(classes=CLASSES, input_size=args.input_size)
         from vision.publishing import register_trained
 
-        model = build_model(args.architecture, len(CLASSES)).eval()
-        result = TrainingResult(model, processing, args.architecture, {"note": "untrained, for benchmarking"},
-                                "bench", {})
+        if args.task == "detection":
+            processing = Processing(classes=DEFECT_CLASSES, input_size=args.input_size)
+            args.architecture = DETECTOR_ARCHITECTURE
+            result = TrainingResult(build_detector(len(DEFECT_CLASSES)).eval(), processing, DETECTOR_ARCHITECTURE,
+                                    {"note": "untrained, for benchmarking"}, "bench", {}, task="detection")
+        else:
+            processing = Processing(classes=CLASSES, input_size=args.input_size)
+            model = build_model(args.architecture, len(CLASSES)).eval()
+            result = TrainingResult(model, processing, args.architecture, {"note": "untrained, for benchmarking"},
+                                    "bench", {})
         version = register_trained(registry, store, result, created_by="bench")
         registry.set_alias("production", version.version, "bench", "benchmark")
         manifest, files = load_verified(store, version.manifest_key, version.manifest_sha256,

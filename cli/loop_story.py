@@ -47,7 +47,10 @@ class Line:
     keys: dict[str, str]
     label_budget: int = 300
     truth: dict[str, str] = field(default_factory=dict)  # frame id -> true label
+    # frame id -> the boxes the generator drew (vision.boxes.Box.as_dict()): a detection task's answer
+    truth_boxes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     labels_given: int = 0
+    box_sets_given: int = 0  # detection tasks decided with a box set (issue 26)
     labels_after_shift: int = 0
     shifted: bool = False
     reviewing: bool = True
@@ -68,6 +71,7 @@ class Line:
         batch_id: str = response.json()["batch_id"]
         for position, frame in enumerate(frames):
             self.truth[make_frame_id(batch_id, position)] = frame.label
+            self.truth_boxes[make_frame_id(batch_id, position)] = [b.as_dict() for b in frame.boxes]
         while True:
             batch: dict[str, Any] = (await self.http.get(f"/v1/batches/{batch_id}", headers=self.auth("ingest"))).json()
             if batch.get("status") in FINISHED_BATCH:
@@ -97,12 +101,18 @@ class Line:
                 continue
             response.raise_for_status()
             task = response.json()
-            label = self.truth.get((task.get("task") or {}).get("frame_id", ""))
+            frame_id = (task.get("task") or {}).get("frame_id", "")
+            label = self.truth.get(frame_id)
+            detection = (task.get("task") or {}).get("boxes") is not None  # the model's boxes: a box set is asked
+            answer: dict[str, Any] = {"label": label or "unusable"}
+            if detection and label:
+                answer = {"boxes": self.truth_boxes.get(frame_id, [])}
             decided = await self.http.post(f"/v1/reviews/{task['review_id']}/decision", headers=self.auth("reviewer"),
-                                           json={"label": label or "unusable"})
+                                           json=answer)
             if decided.status_code == 200 and label:
                 self.labels_given += 1
                 self.labels_after_shift += self.shifted
+                self.box_sets_given += detection
 
     async def drift_check(self) -> dict[str, Any]:
         """A drift check of the site now (as the Schedule would), and its report once decided."""

@@ -22,12 +22,17 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.camera import camera_command
+from cli.camera_health import print_camera_health
+from cli.dataset import dataset_app
+from cli.deletions import deletions_app
 from cli.demo import demo_command
 from cli.edge import edge_app
 from cli.keys import keys_app
 from cli.model import model_app
+from cli.privacy import privacy_app
 from cli.retrain import retrain_command
 from cli.rollout import rollout_app
+from cli.trace import trace_command
 from cli.webhooks import webhooks_app
 from infra.schema_migrations import MigrationError, apply_migrations
 from infra.settings import get_settings
@@ -121,11 +126,21 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each part of the local stack with its URL and pid; for a part that is down or unhealthy, why
-    (the end of its log). Exits with 3 unless every part runs and answers."""
+    (the end of its log); then the degraded cameras. Exits with 3 unless every part runs and answers."""
     parts = LocalStack(get_settings()).status()
     _print_status(parts)
+    if any(p.name == "postgres" and p.healthy for p in parts):
+        _print_camera_health()
     if not all(p.healthy for p in parts):
         raise typer.Exit(3)
+
+
+def _print_camera_health() -> None:
+    """Degraded cameras under the parts (maintenance, not part of the exit status)."""
+    try:
+        print_camera_health(console, database_url(get_settings()))
+    except (RuntimeError, psycopg.Error) as exc:  # no database reachable: the parts' table said why
+        console.print(f"cameras: not read ({escape(str(exc))})", highlight=False)
 
 
 @app.command()
@@ -147,8 +162,12 @@ app.add_typer(model_app, name="model")
 app.command("camera")(camera_command)
 app.command("demo")(demo_command)
 app.command("retrain")(retrain_command)
+app.command("trace")(trace_command)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(edge_app, name="edge")
+app.add_typer(deletions_app, name="deletions")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(privacy_app, name="privacy")
 
 
 def main() -> None:

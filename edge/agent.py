@@ -46,8 +46,12 @@ class EdgeAgent:
         self.api = CentralApi(settings.api_url, settings.api_key.get_secret_value(), settings.request_timeout_s)
         self.models = ModelKeeper(self.api, settings, self.metrics)
         self.uploader = Uploader(self.queue, self.api, settings, self.metrics)
-        self.capture = Capture(self.queue, self.models, Redaction(settings.redact_cameras, redactor), settings,
-                               self.metrics, self.uploader.wake.set)
+        # Redaction under each camera's central privacy settings (vision.redaction), kept in the queue's database.
+        redaction = Redaction(settings.redact_cameras, redactor,
+                              central=lambda camera: self.api.privacy(settings.site_id, camera),
+                              meta=(self.queue.get_meta, self.queue.set_meta), refresh_s=settings.privacy_refresh_s,
+                              max_pixels=settings.max_frame_pixels)
+        self.capture = Capture(self.queue, self.models, redaction, settings, self.metrics, self.uploader.wake.set)
         self.reconciler = Reconciler(self.queue, self.api, settings, self.metrics)
         self.camera = (GeneratedCamera(self.capture, self.queue, settings.camera_id, settings.camera_fps,
                                        settings.camera_seed) if settings.camera_fps > 0 else None)

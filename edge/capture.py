@@ -81,7 +81,11 @@ class Capture:
         if media not in _SUFFIX:
             raise self._refuse(415, "type", "not a JPEG, PNG or WebP image")
         try:
-            data = self.redaction.apply(data, camera)
+            await self.redaction.refresh(camera)
+            # Decoding and encoding in a thread of their own, only for cameras that are redacted.
+            data = (await asyncio.to_thread(self.redaction.apply, data, camera) if self.redaction.redacts(camera)
+                    else self.redaction.apply(data, camera))
+            media = sniff_image_type(data) if sniff_image_type(data) in _SUFFIX else media  # redacted: a JPEG
         except RedactionUnavailable as exc:
             raise self._refuse(422, "redaction", str(exc)) from None
         captured_at = time.time() if captured_at is None else captured_at

@@ -61,6 +61,14 @@ class CentralApi:
         return Artifact(response.headers.get("x-sightline-model-version", ""),
                         response.headers.get("etag", "").strip('"'), response.content)
 
+    async def privacy(self, site_id: str, camera_id: str) -> dict[str, Any] | None:
+        """The privacy settings revision in force for the camera (its own, else its site's default), or
+        None when it has none. HTTPStatusError when the API refuses (a key out of scope)."""
+        response = await self._request("GET", f"/v1/sites/{site_id}/cameras/{camera_id}/privacy")
+        response.raise_for_status()
+        in_force: dict[str, Any] | None = response.json()["in_force"]
+        return in_force
+
     async def predictions(self, batch_id: str) -> dict[str, Any] | None:
         """A batch's frames with their latest predictions (one page: a batch is at most 256 frames);
         None when the API does not know the batch."""

@@ -90,10 +90,14 @@ class EdgeSettings(BaseSettings):
     reconcile_give_up_s: float = Field(3600.0, gt=0)
     sent_retention_s: float = Field(24 * 3600.0, gt=0)
 
-    # Cameras whose privacy settings ask for redaction before a frame leaves the camera. Until the
-    # redaction code lands (the privacy issue), their frames are refused at capture: raw bytes of a
-    # camera that must be redacted never enter the queue.
+    # Each camera's central privacy settings are fetched from the API (and kept in the queue's database)
+    # and its frames redacted with them before they are queued (edge.redaction); asked again this often.
+    privacy_refresh_s: float = Field(30.0, gt=0)
+    # Cameras that must never leave raw: while the API has not said how to redact them (never reached),
+    # their frames are refused at capture rather than queued as they are.
     redact_cameras: list[str] = []
+    # The API's bound on a frame's pixels (settings.max_frame_pixels): a redacted frame is decoded here.
+    max_frame_pixels: int = Field(12_000_000, ge=1)
 
     @field_validator("site_id", "camera_id")
     @classmethod

@@ -114,6 +114,22 @@ class Settings(BaseSettings):
     stale_batch_after_s: float = Field(120.0, gt=0)
     stale_batch_sweep_interval_s: float = Field(60.0, gt=0)
 
+    # ---- retention and deletion (issue 24): README "Retention and deletion" ----
+    # Days each kind of record is kept (0: for ever); a site overrides any of them through
+    # PUT /v1/sites/{site}/retention. Frames held by a model trained on them (not retired) are kept
+    # whatever their age. A Schedule runs the RetentionWorkflow this often; each of its chunks removes
+    # at most `retention_chunk_size` records and a run continues as new after `retention_chunks_per_run`.
+    retention_frames_days: int = Field(90, ge=0)
+    retention_predictions_days: int = Field(90, ge=0)
+    retention_review_tasks_days: int = Field(180, ge=0)
+    retention_drift_reports_days: int = Field(365, ge=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+    retention_chunk_size: int = Field(500, ge=1)
+    retention_chunks_per_run: int = Field(50, ge=1)
+    # A DeletionWorkflow removes this many frames per activity and continues as new after this many chunks.
+    deletion_chunk_size: int = Field(200, ge=1)
+    deletion_chunks_per_run: int = Field(50, ge=1)
+
     # Live cameras: frames gather into a batch until this many arrive or this long after the first.
     camera_batch_max_frames: int = Field(32, ge=1)
     camera_batch_max_wait_s: float = Field(5.0, gt=0)
@@ -185,6 +201,19 @@ class Settings(BaseSettings):
     training_heartbeat_timeout_s: float = Field(30.0, gt=0)
     training_timeout_s: float = Field(4 * 3600.0, gt=0)
 
+    # ---- camera health (issue 23): image quality against each camera's calibrated range, frozen images ----
+    # Judged for every classified chunk (vision.camera_health). A camera calibrates on its first this many
+    # accepted frames; it is degraded when the average of its last `window_frames` frames leaves the band
+    # of `tolerance` standard deviations of a calibration frame, or when `frozen_frames` frames in a row
+    # have the same bytes. `camera.degraded` / `camera.recovered` go to the camera's batch webhook and to
+    # this URL (empty: the camera's webhook only). Maintenance, never drift: nothing here retrains.
+    camera_health_enabled: bool = True
+    camera_health_calibration_frames: int = Field(64, ge=2)
+    camera_health_tolerance: float = Field(3.0, gt=0)
+    camera_health_window_frames: int = Field(8, ge=1)
+    camera_health_frozen_frames: int = Field(8, ge=2)
+    camera_health_webhook_url: str = ""
+
     # ---- model rollout (issue 12): shadow, canary steps, gates, promotion ----
     # The default plan of POST /v1/rollouts and `sightline rollout start` (a request may override it):
     # the share of frames the candidate shadows, then the canary shares of live traffic, each stage at
@@ -202,6 +231,25 @@ class Settings(BaseSettings):
     rollout_webhook_url: str = ""
     # A retraining run whose candidate beats production starts its rollout itself.
     retraining_auto_rollout: bool = False
+
+    # ---- observability (issue 23): traces and metrics (infra.telemetry, README "Observability") ----
+    # Where spans go: "file" (JSON lines under <data_dir>/traces, read by `sightline trace`: the local
+    # stack), "otlp" (OTLP over HTTP to otlp_endpoint: Jaeger, Tempo, a collector), or "none".
+    trace_exporter: Literal["file", "otlp", "none"] = "file"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # The share of batches traced (parent-based: a trace begun upstream keeps its caller's decision).
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+    # One span file per process; past this size it is rotated once (<name>.1), so disk use stays bounded.
+    trace_file_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    # Prometheus ports (0: not served): the worker's own metrics, the Temporal SDK's (its Runtime), and
+    # Ray's metrics export port on the head the local stack starts (Serve's metrics and ours).
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(9464, ge=0, le=65535)
+    worker_sdk_metrics_port: int = Field(9465, ge=0, le=65535)
+    serving_metrics_port: int = Field(9466, ge=0, le=65535)
+    # Label cardinality: this many (site, camera) pairs get their own series per process; the rest are
+    # counted under camera "other". Frame and batch ids are never labels.
+    metrics_max_cameras: int = Field(100, ge=1)
 
     def rollout_defaults(self) -> dict[str, object]:
         """The rollout plan of these settings, as plain values (workflows.rollout_types.plan_from reads them)."""

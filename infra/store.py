@@ -63,6 +63,29 @@ def content_digest(key: str) -> str:
     return match.group(2) if match and match.group(2).startswith(match.group(1)) else ""
 
 
+def redacted_frame_key(received_digest: str, revision: int) -> str:
+    """Where a redacted frame is stored: named by the sha256 of the bytes RECEIVED and the privacy
+    settings revision that redacted them, never at frame_key(received): that address means "these exact
+    bytes", which a camera without redaction may store raw, so a redacted frame there could be served as
+    the raw one (or the raw one as it). Under this prefix only the redaction path writes, so the key
+    cannot lead to raw bytes; and it is a function of what was received and of an immutable revision
+    (redaction is deterministic), so a resubmission of the same bytes lands on the same key, idempotent
+    as content addresses are. The frame's identity stays the received sha256 (frames.sha256); the
+    redacted bytes' own digest is not what identifies a frame."""
+    return f"frames/redacted/r{revision}/{received_digest[:2]}/{received_digest}"
+
+
+_REDACTED_KEY = re.compile(r"^frames/redacted/r([0-9]{1,18})/([0-9a-f]{2})/([0-9a-f]{64})$")
+
+
+def redacted_key_parts(key: str) -> tuple[str, int] | None:
+    """(received sha256, revision) a redacted frame key names; None for a key of another form."""
+    match = _REDACTED_KEY.match(key)
+    if not match or not match.group(3).startswith(match.group(2)):
+        return None
+    return match.group(3), int(match.group(1))
+
+
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def put_many(self, objects: Sequence[tuple[str, bytes, str]]) -> None: ...

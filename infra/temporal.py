@@ -12,8 +12,9 @@ from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey
+from temporalio.runtime import Runtime
 
 
 def temporal_cli_path() -> str:
@@ -37,8 +38,17 @@ def temporal_test_server_path() -> str:
     return found
 
 
-async def connect(address: str, namespace: str = "default") -> Client:
-    return await Client.connect(address, namespace=namespace)
+async def connect(address: str, namespace: str = "default", *, tracing: bool = False,
+                  runtime: Runtime | None = None) -> Client:
+    """tracing: Temporal's TracingInterceptor on the client, which workers built from it inherit (the
+    workflow start, the workflow and each activity become spans of the caller's trace); runtime: the
+    SDK's (the worker's carries its Prometheus metrics)."""
+    interceptors: list[Interceptor] = []
+    if tracing:
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+
+        interceptors.append(TracingInterceptor())
+    return await Client.connect(address, namespace=namespace, interceptors=interceptors, runtime=runtime)
 
 
 async def has_pollers(client: Client, namespace: str, task_queue: str) -> bool:

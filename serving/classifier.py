@@ -87,9 +87,12 @@ class Classifier:
             batch = np.concatenate([queued[i].pixels for i in idxs])
             started = time.perf_counter()
             # Off the event loop, so requests keep queueing into the next batch while this one runs.
-            logits, novelty = await asyncio.to_thread(model.backend.scores, batch)
+            if model.detects:  # a detection version: boxes per frame, decided from the same one pass
+                decisions = await asyncio.to_thread(model.detect, batch)
+            else:
+                logits, novelty = await asyncio.to_thread(model.backend.scores, batch)
+                decisions = model.manifest.processing.decide(logits, novelty)
             infer_ms = (time.perf_counter() - started) * 1000
-            decisions = model.manifest.processing.decide(logits, novelty)
             offset = 0
             for i in idxs:
                 n = len(queued[i].pixels)

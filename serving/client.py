@@ -12,10 +12,15 @@ from __future__ import annotations
 from typing import Any, Self
 
 import httpx
+from opentelemetry.trace import SpanKind
 
+from infra.telemetry import trace_headers, tracer
 from serving.schema import ClassifyRequest, ClassifyResponse, FrameKey
 
 APP_NAME = "sightline"  # the Serve application's name (serving.app deploys it under this name)
+# The call into serving is a client span of the caller's trace; its context travels in a `traceparent`
+# header (HTTP) or beside the request (the handle), and the preprocessor's spans are its children.
+_tracer = tracer(__name__)
 
 
 class ServingError(RuntimeError):
@@ -73,7 +78,10 @@ class ServingClient:
 
     async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse:
         """frames: (frame_id, object_key) pairs; model: an alias or a version name."""
-        response = await self._send("POST", "/v1/classify", json=_request(frames, model).model_dump())
+        with _tracer.start_as_current_span("serving.classify", kind=SpanKind.CLIENT,
+                                           attributes={"sightline.frames": len(frames), "sightline.model": model}):
+            response = await self._send("POST", "/v1/classify", json=_request(frames, model).model_dump(),
+                                        headers=trace_headers())
         try:
             body = response.json()
         except ValueError:
@@ -111,9 +119,11 @@ class ServingHandleClient:
         return None
 
     async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse:
-        try:
-            status, body = await self._handle.classify_keys.remote(_request(frames, model))
-        except Exception as exc:  # replica died, application redeploying, cluster gone: all transient
-            raise ServingError(f"inference service unreachable through its handle: {type(exc).__name__}: {exc}",
-                               retryable=True) from exc
+        with _tracer.start_as_current_span("serving.classify", kind=SpanKind.CLIENT,
+                                           attributes={"sightline.frames": len(frames), "sightline.model": model}):
+            try:
+                status, body = await self._handle.classify_keys.remote(_request(frames, model), trace_headers())
+            except Exception as exc:  # replica died, application redeploying, cluster gone: all transient
+                raise ServingError(f"inference service unreachable through its handle: {type(exc).__name__}: "
+                                   f"{exc}", retryable=True) from exc
         return parse_reply(status, body)

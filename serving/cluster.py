@@ -13,7 +13,11 @@ import os
 import secrets
 from pathlib import Path
 
+from infra.log import get_logger
+from infra.ports import bindable
 from infra.settings import Settings
+
+log = get_logger(__name__)
 
 NAMESPACE = "sightline"
 
@@ -47,8 +51,10 @@ def _use_token(settings: Settings) -> None:
 SERVE_HOUSEKEEPING = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "2000"}
 
 
-def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at `address`, or start a new local head whose files live in `temp_dir`."""
+def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | None = None,
+              metrics_export_port: int | None = None) -> None:
+    """Join the cluster at `address`, or start a new local head whose files live in `temp_dir`, its
+    Prometheus metrics (Serve's and the replicas' own) on `metrics_export_port` (None: a port Ray picks)."""
     import ray
 
     if ray.is_initialized():
@@ -63,7 +69,7 @@ def start_ray(address: str = "", temp_dir: str | None = None, num_cpus: int | No
         # address="local": always a new head of our own, never some other Ray found running on the host.
         ray.init(address="local", _temp_dir=temp_dir, num_cpus=num_cpus, include_dashboard=False,
                  namespace=NAMESPACE, log_to_driver=False, object_store_memory=512 * 1024 * 1024,
-                 _system_config={"worker_niceness": 0})
+                 _system_config={"worker_niceness": 0}, _metrics_export_port=metrics_export_port)
 
 
 def start_stack_head(settings: Settings) -> str:
@@ -76,7 +82,12 @@ def start_stack_head(settings: Settings) -> str:
         return settings.ray_address
     _use_token(settings)
     ray_dir(settings).mkdir(parents=True, exist_ok=True)
-    start_ray(temp_dir=str(ray_dir(settings)))
+    port = settings.serving_metrics_port or None
+    if port and not bindable(settings.metrics_host, port):
+        # Ray fails to start its node on a taken export port; serving matters more than its metrics.
+        log.warning("serving metrics port in use: Ray picks another", port=port)
+        port = None
+    start_ray(temp_dir=str(ray_dir(settings)), metrics_export_port=port)
     address = str(ray.get_runtime_context().gcs_address)
     (ray_dir(settings) / "address").write_text(address)
     return address

@@ -7,6 +7,7 @@ from typing import Any
 
 from infra.settings import get_settings
 from infra.store import ObjectStore, open_store
+from infra.telemetry import TracingOptions
 from vision.signatures import trusted_keys_from_settings
 
 
@@ -40,6 +41,8 @@ class ServingConfig:
     # Ed25519 public keys (raw, base64) whose signatures on a version's manifest serving accepts; a
     # version signed by none of them, or not signed, is refused.
     trusted_keys: tuple[str, ...] = field(default_factory=default_trusted_keys)
+    # Where each replica's spans go (infra.telemetry; none by default).
+    tracing: TracingOptions = field(default_factory=TracingOptions)
 
     def open_store(self) -> ObjectStore:
         return open_store(self.store_url, **self.store_options)

@@ -34,6 +34,7 @@ log = get_logger(__name__)
 
 def serving_config(settings: Settings, database_url: str, backend: str = "auto",
                    backend_threads: int | None = None) -> ServingConfig:
+    from infra.telemetry import tracing_options
     from vision.signatures import trusted_keys_from_settings
 
     return ServingConfig(
@@ -46,6 +47,7 @@ def serving_config(settings: Settings, database_url: str, backend: str = "auto",
         backend_threads=backend_threads,
         max_frame_pixels=settings.max_frame_pixels,
         trusted_keys=trusted_keys_from_settings(settings),
+        tracing=tracing_options(settings),
     )
 
 

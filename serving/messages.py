@@ -40,3 +40,4 @@ class ModelDescription:
     architecture: str
     classes: list[str]
     input_size: int
+    task: str = "classification"

@@ -20,6 +20,7 @@ from serving.backends.base import Backend, default_backend, make_backend, option
 from serving.config import ServingConfig
 from serving.messages import Classification, ModelDescription, ResolvedModel
 from vision.artifacts import Manifest, load_verified
+from vision.processing import Decision
 from vision.registry import ModelNotFound, ModelRegistry
 
 log = get_logger(__name__)
@@ -29,6 +30,17 @@ log = get_logger(__name__)
 class LoadedModel:
     manifest: Manifest
     backend: Backend
+
+    @property
+    def detects(self) -> bool:
+        return self.manifest.task == "detection"
+
+    def detect(self, pixels: np.ndarray) -> list[Decision]:
+        """A detection version's decisions (with boxes) for one pass of uint8 NHWC pixels."""
+        from vision.detector import decide_detections
+
+        outputs = self.backend.outputs(pixels)  # type: ignore[attr-defined]  # a DetectionBackend
+        return decide_detections(self.manifest.processing, outputs)
 
 
 class ModelSet:
@@ -85,7 +97,7 @@ class ModelSet:
     def loaded(self) -> list[ModelDescription]:
         return [ModelDescription(version=v, backend=m.backend.name, architecture=m.manifest.architecture,
                                  classes=list(m.manifest.processing.classes),
-                                 input_size=m.manifest.processing.input_size)
+                                 input_size=m.manifest.processing.input_size, task=m.manifest.task)
                 for v, m in self.models.items()]
 
     def classify(self, version: str, pixels: np.ndarray, chunk: int) -> Classification:
@@ -94,6 +106,10 @@ class ModelSet:
         model = self.models.get(version) or self.load(version)
         started = time.perf_counter()
         step = max(1, chunk)
+        if model.detects:
+            found = [d for i in range(0, len(pixels), step) for d in model.detect(pixels[i : i + step])]
+            return Classification(version, model.backend.name, found,
+                                  round((time.perf_counter() - started) * 1000, 2), min(step, len(pixels)))
         logits: list[np.ndarray] = []
         novelty: list[np.ndarray] = []
         for i in range(0, len(pixels), step):

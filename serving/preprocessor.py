@@ -19,16 +19,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from infra.log import get_logger
 from infra.store import InvalidKeyError, LocalStore, ObjectNotFoundError
+from infra.telemetry import configure_tracing, context_from, tracer
 from serving.backends.base import BackendUnavailable
 from serving.config import ServingConfig
 from serving.messages import Classification, ResolvedModel
+from serving.metrics import ReplicaMetrics
 from serving.models import ModelSet
 from serving.schema import ClassifyRequest, ClassifyResponse, ErrorBody, FrameKey
 from vision.artifacts import IntegrityError
@@ -39,6 +42,7 @@ from vision.registry import ModelNotFound, ModelRegistry
 from vision.traffic import TrafficSplit
 
 log = get_logger(__name__)
+_tracer = tracer(__name__)
 
 api = FastAPI(title="Sightline inference", version="1")
 
@@ -71,6 +75,7 @@ class PreparedFrames:
     outcomes: list[Decoded | Refused]  # per frame, in order
     pixels: np.ndarray | None  # the accepted frames as one uint8 NHWC batch; None when none was accepted
     qualities: list[dict[str, float]]  # per accepted frame
+    fetch_ns: tuple[int, int] = (0, 0)  # when fetching the request's frames began and ended (a span of its own)
 
 
 @dataclass
@@ -118,6 +123,9 @@ def _describe_failed(ref: str, exc: Exception) -> Reply:
 @serve.ingress(api)
 class Preprocessor:
     def __init__(self, classifier: DeploymentHandle | None, config: ServingConfig) -> None:
+        # This replica's spans join the caller's trace (the context comes with each request).
+        configure_tracing(config.tracing, "serving")
+        self.metrics = ReplicaMetrics()
         # No classifier handle: the fused layout, this replica holds the models (single-threaded
         # onnxruntime unless told otherwise: one replica per core uses the cores best).
         self.classifier = classifier
@@ -159,11 +167,12 @@ class Preprocessor:
     def _prepare(self, object_keys: list[str], processing: Processing) -> PreparedFrames:
         """One call per request, not one per frame: on a few cores the per-frame hand-offs between
         threads cost more than the decoding."""
-        t0 = time.perf_counter()
+        t0, fetch_began = time.perf_counter(), time.time_ns()
         if isinstance(self.store, LocalStore):
             blobs = [self._fetch(k) for k in object_keys]
         else:  # a network store: overlap the round trips
             blobs = list(self.io_pool.map(self._fetch, object_keys))
+        fetched = (fetch_began, time.time_ns())
         fetch_ms = round((time.perf_counter() - t0) * 1000 / max(1, len(object_keys)), 2)
         outcomes: list[Decoded | Refused] = []
         resized: list[np.ndarray] = []
@@ -184,9 +193,9 @@ class Preprocessor:
             outcomes.append(Decoded(digest, frame.width, frame.height, frame.format,
                                     {"fetch_ms": fetch_ms, "preprocess_ms": preprocess_ms}))
         if not resized:
-            return PreparedFrames(outcomes, None, [])
+            return PreparedFrames(outcomes, None, [], fetched)
         pixels = np.stack(resized)
-        return PreparedFrames(outcomes, pixels, quality_features_batch(pixels))
+        return PreparedFrames(outcomes, pixels, quality_features_batch(pixels), fetched)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -202,14 +211,24 @@ class Preprocessor:
     @api.post("/v1/classify", response_model=None, responses={
         200: {"model": ClassifyResponse}, 404: {"model": ErrorBody}, 422: {"description": "invalid request"},
         500: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-    async def classify(self, request: ClassifyRequest) -> JSONResponse:
-        status, body = await self._answer(request)
+    async def classify(self, request: ClassifyRequest, http: Request) -> JSONResponse:
+        status, body = await self._traced_answer(request, http.headers)
         return JSONResponse(body, status_code=status)
 
-    async def classify_keys(self, request: ClassifyRequest) -> Reply:
+    async def classify_keys(self, request: ClassifyRequest, trace_context: dict[str, str] | None = None) -> Reply:
         """POST /v1/classify for callers inside the Ray cluster holding the application's handle (the
         inference workers): no HTTP proxy, no JSON; Ray pickles the same reply."""
-        return await self._answer(request)
+        return await self._traced_answer(request, trace_context)
+
+    async def _traced_answer(self, request: ClassifyRequest, carrier: Any) -> Reply:
+        with _tracer.start_as_current_span("serving.preprocessor", context=context_from(carrier),
+                                           kind=SpanKind.SERVER, attributes={"sightline.frames": len(request.frames),
+                                                                             "sightline.model": request.model}) as span:
+            status, body = await self._answer(request)
+            span.set_attribute("http.response.status_code", status)
+        if status == 200:
+            self.metrics.observe(body)
+        return status, body
 
     async def _answer(self, request: ClassifyRequest) -> Reply:
         started = time.perf_counter()
@@ -220,8 +239,11 @@ class Preprocessor:
 
         loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(
-                self.pool, self._prepare, [f.object_key for f in request.frames], model.processing)
+            with _tracer.start_as_current_span("preprocess"):
+                prepared = await loop.run_in_executor(
+                    self.pool, self._prepare, [f.object_key for f in request.frames], model.processing)
+                if prepared.fetch_ns[1]:  # measured in the thread; recorded here, under `preprocess`
+                    _tracer.start_span("store.fetch", start_time=prepared.fetch_ns[0]).end(prepared.fetch_ns[1])
         except StoreUnavailable as exc:
             return _error(503, "store_unavailable", str(exc))
         t_pre = time.perf_counter()
@@ -240,7 +262,10 @@ class Preprocessor:
         if prepared.pixels is not None:
             split = await self._split() if request.model == LIVE_ALIAS else TrafficSplit()
             try:
-                routed = await self._classify_split(split, model, [f.frame_id for f, _ in accepted], prepared.pixels)
+                with _tracer.start_as_current_span("model.classify", attributes={"sightline.model": model.version,
+                                                                                "sightline.frames": len(accepted)}):
+                    routed = await self._classify_split(split, model, [f.frame_id for f, _ in accepted],
+                                                        prepared.pixels)
             except Exception as exc:
                 log.exception("classify failed", version=model.version)
                 return _error(503, "classifier_unavailable", f"{type(_cause(exc)).__name__}: {_cause(exc)}")
@@ -254,12 +279,15 @@ class Preprocessor:
                                     "novelty": decision.novelty, "unfamiliar": decision.unfamiliar,
                                     "quality": quality, "timings": timings,
                                     "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height,
-                                    "image_format": decoded.image_format, "model_version": version})
+                                    "image_format": decoded.image_format, "model_version": version,
+                                    # Only a detection version's: a classifier's reply keeps its shape.
+                                    **({"boxes": decision.boxes} if decision.boxes is not None else {})})
             for i, decision in routed.shadow:
                 shadow_predictions.append({"frame_id": accepted[i][0].frame_id, "model_version": split.shadow_version,
                                            "label": decision.label, "confidence": decision.confidence,
                                            "novelty": decision.novelty, "unfamiliar": decision.unfamiliar,
-                                           "infer_ms": round(routed.shadow_infer_ms, 2)})
+                                           "infer_ms": round(routed.shadow_infer_ms, 2),
+                                           **({"boxes": decision.boxes} if decision.boxes is not None else {})})
             failures = [{"frame_id": accepted[i][0].frame_id, "model_version": version, "shadow": shadow,
                          "error": error} for i, version, shadow, error in routed.failures]
         # Plain dicts in the ClassifyResponse shape (the client validates them): building and then

@@ -42,6 +42,9 @@ class Prediction(BaseModel):
     # The version that made this prediction: with a traffic split (vision.traffic) the frames of one
     # request may be answered by different versions. Empty from a service older than the split.
     model_version: str = ""
+    # A detection version's boxes (vision.boxes.Box.as_dict(): relative corners, class, score), best
+    # first; None from a classifier.
+    boxes: list[dict] | None = None
 
 
 class ShadowPrediction(BaseModel):
@@ -54,6 +57,7 @@ class ShadowPrediction(BaseModel):
     novelty: float | None = None
     unfamiliar: bool = False
     infer_ms: float | None = None
+    boxes: list[dict] | None = None  # a detection version's, as in Prediction
 
 
 class VersionFailure(BaseModel):

@@ -157,13 +157,28 @@ class ScriptedClassifier:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.answers: dict[str, tuple[str, float, bool, str]] = {}
+        # Per object key: the boxes a detection version answers for the frame (script_boxes); absent: a classifier's.
+        self.boxes: dict[str, list[dict]] = {}
         self.refusal: ServingError | None = None  # set: every call fails with it
         self.calls = 0
+        # Set: each frame's quality features as the preprocessor computes them (camera health tests);
+        # otherwise a fixed stand-in, which costs nothing.
+        self.measure_quality = False
 
     def script(self, object_key: str, label: str, confidence: float, unfamiliar: bool = False,
                version: str = "") -> None:
         """The answer for this frame; `version` as a traffic split would name a canary's (empty: production's)."""
         self.answers[object_key] = (label, confidence, unfamiliar, version)
+
+    def script_boxes(self, object_key: str, boxes: list[dict], unfamiliar: bool = False) -> None:
+        """A detection version's answer for this frame: its boxes (vision.boxes.Box.as_dict()), the frame's
+        label and confidence derived from them as serving does (vision.detector.frame_label)."""
+        from vision.boxes import boxes_from
+        from vision.detector import frame_label
+
+        label, confidence = frame_label(boxes_from(boxes))
+        self.answers[object_key] = (label, confidence, unfamiliar, "")
+        self.boxes[object_key] = boxes
 
     async def classify(self, frames: list[tuple[str, str]], model: str = "production") -> ClassifyResponse:
         self.calls += 1
@@ -178,16 +193,25 @@ class ScriptedClassifier:
                 rejections.append(Rejection(frame_id=frame_id, reason=str(exc), sha256=sha256_hex(data)))
                 continue
             label, confidence, unfamiliar, version = self.answers.get(key, ("ok", 0.99, False, ""))
+            quality = _measured_quality(decoded.pixels) if self.measure_quality else {"brightness": 0.5}
             rest = (1 - confidence) / (len(CLASSES) - 1)
             predictions.append(Prediction(
                 frame_id=frame_id, label=label, confidence=confidence,
                 probabilities={c: round(confidence if c == label else rest, 4) for c in CLASSES},
-                quality={"brightness": 0.5}, timings={}, novelty=9.0 if unfamiliar else 1.0, unfamiliar=unfamiliar,
+                quality=quality, timings={}, novelty=9.0 if unfamiliar else 1.0, unfamiliar=unfamiliar,
                 sha256=sha256_hex(data), width=decoded.width, height=decoded.height, image_format=decoded.format,
-                model_version=version or self.model_version,
+                model_version=version or self.model_version, boxes=self.boxes.get(key),
             ))
         return ClassifyResponse(model_version=self.model_version, backend="scripted", predictions=predictions,
                                 rejections=rejections, timings={})
+
+
+def _measured_quality(pixels: Any) -> dict[str, float]:
+    """The quality features serving computes for a frame: resized to a model's input, then vision.quality."""
+    from vision.processing import Processing
+    from vision.quality import quality_features
+
+    return quality_features(Processing(CLASSES).resize(pixels))
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pytest
 
 from infra.postgres_server import free_port
 from infra.store import LocalStore
+from infra.telemetry import TracingOptions
 from serving.config import ServingConfig
 from vision.registry import ModelRegistry
 from vision.training import PROFILES, TrainingResult, train
@@ -67,11 +68,18 @@ def production_model(registry, model_store, trained_model):
     return _shared["production"]
 
 
+def serving_traces_dir(serving_tmp: Path) -> Path:
+    """Where the replicas' spans go (infra.telemetry's file exporter): tests/test_observability reads them."""
+    return serving_tmp / "traces"
+
+
 @pytest.fixture(scope="session")
-def serving_config_for(postgres_url, model_store) -> ServingConfig:
-    """The application's config in these tests: the onnxruntime backend on the session's store."""
+def serving_config_for(postgres_url, model_store, serving_tmp) -> ServingConfig:
+    """The application's config in these tests: the onnxruntime backend on the session's store, spans to
+    files under the session's serving dir."""
     return ServingConfig(database_url=postgres_url, store_url=f"file://{model_store.root}", backend="onnxruntime",
-                         backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2)
+                         backend_threads=1, alias_ttl_s=0.5, preprocess_threads=2,
+                         tracing=TracingOptions("file", str(serving_traces_dir(serving_tmp))))
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +95,8 @@ def serving_url(serving_config_for, production_model, serving_tmp):
     ray_dir = serving_tmp / "ray"
     ray_dir.mkdir()
     port = free_port()
-    start_ray(temp_dir=str(ray_dir), num_cpus=2)
+    _shared["serving_metrics_port"] = free_port()  # Ray's Prometheus export (Serve's metrics and the replicas')
+    start_ray(temp_dir=str(ray_dir), num_cpus=2, metrics_export_port=_shared["serving_metrics_port"])
     try:
         run_app(serving_config_for, "127.0.0.1", port, AppOptions())
         _shared["serving_url"] = f"http://127.0.0.1:{port}"
@@ -95,3 +104,9 @@ def serving_url(serving_config_for, production_model, serving_tmp):
     finally:
         _shared.pop("serving_url", None)
         stop()
+
+
+@pytest.fixture(scope="session")
+def serving_metrics_url(serving_url) -> str:
+    """Ray's metrics export endpoint of the session's Serve application."""
+    return f"http://127.0.0.1:{_shared['serving_metrics_port']}/metrics"

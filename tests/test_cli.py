@@ -19,10 +19,11 @@ from cli.main import app
 from infra.schema_migrations import migration_files
 
 COMMANDS = ("up", "down", "status", "migrate", "keys", "webhooks", "model", "camera", "demo", "retrain", "rollout",
-            "edge")
+            "edge", "dataset", "trace")
 GROUPS = {"keys": {"create", "list", "revoke"}, "webhooks": {"create", "list", "rotate", "disable"},
           "model": {"bootstrap", "list", "promote", "history", "sign"},
-          "rollout": {"start", "list", "show", "approve", "pause", "resume", "abort", "rollback"}}
+          "rollout": {"start", "list", "show", "approve", "pause", "resume", "abort", "rollback"},
+          "dataset": {"export", "import"}}
 
 
 def _listed(help_text: str) -> set[str]:

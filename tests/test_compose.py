@@ -49,13 +49,14 @@ def test_every_production_part_is_there_with_a_healthcheck():
 
 def test_only_the_api_is_published():
     published = {name: service["ports"] for name, service in SERVICES.items() if service.get("ports")}
-    others = {name: ports for name, ports in published.items() if name not in ("api", "temporal-ui")}
+    others = {name: ports for name, ports in published.items() if name not in ("api", "temporal-ui", "grafana")}
     assert not others, f"services other than the API publish ports: {others}"
     assert published.get("api") == ["8000:8000"]
-    # The Temporal UI only on request (a profile) and only on this host's loopback.
-    ui = SERVICES["temporal-ui"]
-    assert ui.get("profiles") == ["temporal-ui"]
-    assert all(str(port).startswith("127.0.0.1:") for port in ui.get("ports", [])), ui["ports"]
+    # The Temporal UI and Grafana only on request (a profile) and only on this host's loopback.
+    for name, profile in (("temporal-ui", "temporal-ui"), ("grafana", "dashboards")):
+        ui = SERVICES[name]
+        assert ui.get("profiles") == [profile]
+        assert all(str(port).startswith("127.0.0.1:") for port in ui.get("ports", [])), ui["ports"]
     for name, service in SERVICES.items():
         assert "network_mode" not in service, f"{name} shares the host's network"
         assert not service.get("expose") or name == "api"
@@ -112,6 +113,7 @@ def test_settings_refer_only_to_services_that_exist():
         "SIGHTLINE_S3_ENDPOINT": ENV["SIGHTLINE_S3_ENDPOINT"].split(":")[0],
         "SIGHTLINE_RAY_ADDRESS": ENV["SIGHTLINE_RAY_ADDRESS"].split(":")[0],
         "SIGHTLINE_SERVING_URL": urlparse(ENV["SIGHTLINE_SERVING_URL"]).hostname,
+        "SIGHTLINE_OTLP_ENDPOINT": urlparse(ENV["SIGHTLINE_OTLP_ENDPOINT"]).hostname,
     }
     for key, host in hosts.items():
         assert host in SERVICES, f"{key} points at {host!r}, which is not a service"
@@ -178,3 +180,32 @@ def test_the_local_stack_and_a_configured_secret_start(tmp_path):
                           secret_key="k" * 48)
     require_configured_secret(configured)
     assert secret_key(configured) == "k" * 48 and not (tmp_path / "prod" / "secret_key").exists()
+
+
+def test_traces_go_to_jaeger_and_prometheus_scrapes_every_part_that_grafana_shows():
+    assert ENV["SIGHTLINE_TRACE_EXPORTER"] == "otlp" and ENV["SIGHTLINE_METRICS_HOST"] == "0.0.0.0"
+    for name in ("jaeger", "prometheus", "grafana"):
+        assert "healthcheck" in SERVICES[name], f"{name} has no healthcheck"
+    assert not SERVICES["jaeger"].get("ports") and not SERVICES["prometheus"].get("ports")
+    # Every part at the port its settings default to (infra/settings.py).
+    config = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    defaults = Settings(_env_file=None)
+    assert targets == {"sightline-api": [f"api:{defaults.api_port}"],
+                       "sightline-worker": [f"worker:{defaults.worker_metrics_port}"],
+                       "temporal-sdk": [f"worker:{defaults.worker_sdk_metrics_port}"],
+                       "ray-serve": [f"ray-head:{defaults.serving_metrics_port}"]}
+    # The API's /metrics needs an ops key: a secret file from the env file, mounted where the config reads it.
+    api_job = next(job for job in config["scrape_configs"] if job["job_name"] == "sightline-api")
+    mounted = SERVICES["prometheus"]["secrets"][0]
+    assert api_job["authorization"]["credentials_file"] == mounted["target"]
+    assert REQUIRED_REFERENCE.match(COMPOSE["secrets"][mounted["source"]]["file"])
+    # Grafana provisions the dashboards of infra/grafana/dashboards and both data sources.
+    volumes = SERVICES["grafana"]["volumes"]
+    assert "./infra/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes
+    provider = yaml.safe_load((ROOT / "infra/grafana/provisioning/dashboards/sightline.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    sources = yaml.safe_load((ROOT / "infra/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert {d["url"] for d in sources["datasources"]} == {"http://prometheus:9090", "http://jaeger:16686"}
+    assert sorted(p.name for p in (ROOT / "infra/grafana/dashboards").glob("*.json")) == [
+        "ray-serve.json", "sightline-vision.json", "temporal-sdk.json"]

@@ -63,3 +63,14 @@ def test_an_oversized_jpeg_is_refused_from_its_header_before_decoding():
     data = _encode(Image.new("RGB", (400, 300)), "JPEG")
     with pytest.raises(FrameRejected, match="image too large: 400x300 exceeds 100000 pixels"):
         decode_frame(data, max_pixels=100_000)
+
+
+def test_a_large_frame_decodes_at_the_models_scale_and_a_small_one_in_full():
+    image = generate_frames("decode-line", 1, seed=6)[0].image
+    camera = decode_frame(_encode(image.resize((1280, 720)), "JPEG", quality=90), min_side=128)
+    # 1/4 scale keeps both sides at least 128; the record keeps the file's own size.
+    assert camera.pixels.shape == (180, 320, 3) and (camera.width, camera.height) == (1280, 720)
+    # 160 px cannot lose half a side: a 7/8 scale would cost a slower IDCT and other pixels, so in full.
+    small = _encode(image, "JPEG", quality=90)
+    assert decode_frame(small, min_side=128).pixels.shape == (160, 160, 3)
+    assert np.array_equal(decode_frame(small, min_side=128).pixels, decode_frame(small).pixels)

@@ -23,6 +23,9 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/v1/frames/{frame_id}/image"): PUBLIC,
     ("POST", "/v1/cameras/{camera_id}/frames"): {"ingest", "admin"},
     ("GET", "/v1/cameras"): {"ingest", "ml-engineer", "ops", "admin"},
+    # Camera health: read with the cameras; recalibrated by ops (maintenance), audited.
+    ("GET", "/v1/cameras/{camera_id}/health"): {"ingest", "ml-engineer", "ops", "admin"},
+    ("POST", "/v1/cameras/{camera_id}/health/recalibrate"): {"ops", "admin"},
     ("GET", "/v1/reviews"): {"reviewer", "ml-engineer", "admin"},
     ("GET", "/v1/reviews/metrics"): {"reviewer", "ml-engineer", "ops", "admin"},
     ("GET", "/v1/reviews/{task_id}"): {"reviewer", "ml-engineer", "admin"},
@@ -53,6 +56,20 @@ MATRIX: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/v1/rollouts/{rollout_id}/pause"): {"ml-engineer", "ops", "admin"},
     ("POST", "/v1/rollouts/{rollout_id}/abort"): {"ml-engineer", "ops", "admin"},
     ("POST", "/v1/rollouts/{rollout_id}/rollback"): {"ml-engineer", "ops", "admin"},
+    # Deletion requests and retention periods: admin only; retiring a model (ends its retention hold): ML engineers.
+    ("POST", "/v1/deletions"): {"admin"},
+    ("GET", "/v1/deletions/{deletion_id}"): {"admin"},
+    ("GET", "/v1/sites/{site_id}/retention"): {"admin"},
+    ("PUT", "/v1/sites/{site_id}/retention"): {"admin"},
+    ("POST", "/v1/models/{version}/retire"): {"ml-engineer", "admin"},
+    # Privacy settings: ops change them; ingest keys read them too (the edge agent redacts with them).
+    ("GET", "/v1/sites/{site_id}/privacy"): {"ingest", "ops", "admin"},
+    ("PUT", "/v1/sites/{site_id}/privacy"): {"ops", "admin"},
+    ("GET", "/v1/sites/{site_id}/cameras/{camera_id}/privacy"): {"ingest", "ops", "admin"},
+    ("PUT", "/v1/sites/{site_id}/cameras/{camera_id}/privacy"): {"ops", "admin"},
+    # Dataset exchange: COCO / YOLO export of a snapshot, COCO import as reviewed labels (audited).
+    ("GET", "/v1/datasets/{snapshot_id}/export"): {"ml-engineer", "admin"},
+    ("POST", "/v1/datasets/import"): {"ml-engineer", "admin"},
 }
 # The matrix checks who may call, not what a call does: "next" gets a scope that matches no task, so
 # it never claims a task that another test left behind (whose workers are gone).

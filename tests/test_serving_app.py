@@ -188,11 +188,17 @@ async def test_several_versions_are_held_at_once_and_a_promotion_takes_effect(se
                               created_by="tests")
     keys = _put(model_store, generate_frames("multi-line", 4, seed=25))
     async with ServingClient(serving_url) as client:
-        by_version = await client.classify(keys, model=second.version)
-        by_alias = await client.classify(keys, model="production")
-        assert by_version.model_version == second.version and by_alias.model_version == production_model.version
-        loaded = {m["version"] for m in await client.models()}
-        assert {second.version, production_model.version} <= loaded
+        # In the fused layout each replica holds its own versions and a request may land on any of them, so
+        # ask for both until the replica that answers GET /v1/models holds the two at once.
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            by_version = await client.classify(keys, model=second.version)
+            by_alias = await client.classify(keys, model="production")
+            assert by_version.model_version == second.version and by_alias.model_version == production_model.version
+            loaded = {m["version"] for m in await client.models()}
+            if {second.version, production_model.version} <= loaded:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"no replica held both versions: {loaded}"
         registry.set_alias("production", second.version, "tests", "promotion test")
         try:
             deadline = asyncio.get_running_loop().time() + 30

@@ -46,6 +46,9 @@ class Manifest:
     training: dict = field(default_factory=dict)
     created_at: str = ""
     novelty: dict = field(default_factory=dict)  # vision.novelty.NoveltyModel.summary(); {} uncalibrated
+    # What the version answers: "classification" (a label per frame) or "detection" (boxes per frame,
+    # vision.detector). Written only for detection, so a classifier's manifest keeps its bytes.
+    task: str = "classification"
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -62,6 +65,7 @@ class Manifest:
             "training": self.training,
             "created_at": self.created_at,
             "novelty": self.novelty,
+            **({"task": self.task} if self.task != "classification" else {}),
         }, indent=2, sort_keys=True).encode()
 
     @classmethod
@@ -71,13 +75,13 @@ class Manifest:
                                 mean=tuple(d["normalization"]["mean"]), std=tuple(d["normalization"]["std"]))
         return cls(d["version"], d["architecture"], processing, d["files"], d.get("metrics", {}),
                    d.get("parent_version"), d.get("dataset_snapshot_id"), d.get("training", {}),
-                   d.get("created_at", ""), d.get("novelty", {}))
+                   d.get("created_at", ""), d.get("novelty", {}), d.get("task", "classification"))
 
 
 def publish(store: ObjectStore, version: str, architecture: str, processing: Processing, files: dict[str, bytes],
             metrics: dict, parent_version: str | None, dataset_snapshot_id: str | None,
             training: dict | None = None, *, signer: ModelSigner, novelty: dict | None = None,
-            ) -> tuple[Manifest, str, str]:
+            task: str = "classification") -> tuple[Manifest, str, str]:
     """Write the files, then the manifest, then its signature (a reader never finds a manifest whose
     files are missing, and the registry row that makes a version loadable comes after all three).
     Returns (manifest, manifest key, manifest sha256)."""
@@ -88,7 +92,7 @@ def publish(store: ObjectStore, version: str, architecture: str, processing: Pro
         store.put(key, data)
         entries[name] = {"key": key, "sha256": sha256_hex(data), "size": len(data)}
     manifest = Manifest(version, architecture, processing, entries, metrics, parent_version, dataset_snapshot_id,
-                        training or {}, datetime.now(UTC).isoformat(timespec="seconds"), novelty or {})
+                        training or {}, datetime.now(UTC).isoformat(timespec="seconds"), novelty or {}, task)
     body = manifest.to_json()
     key = f"{prefix}/{MANIFEST}"
     store.put(key, body, "application/json")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from vision.boxes import Box
+
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "stain")
 FRAME_SIZE = 160  # pixels a side; the model resizes to its own input size
 
@@ -54,6 +56,8 @@ class GeneratedFrame:
     label: str
     image: Image.Image  # RGB
     conditions: Conditions = field(default=NORMAL)
+    # Where the drawn defect is (vision.boxes, relative corners): none on an "ok" frame.
+    boxes: tuple[Box, ...] = ()
 
     def jpeg(self, quality: int = 90) -> bytes:
         return encode_jpeg(self.image, quality)
@@ -125,7 +129,7 @@ def _random_point_in(rng: random.Random, cx: float, cy: float, r: float, frac: f
     return cx + d * math.cos(a), cy + d * math.sin(a)
 
 
-def _draw_scratch(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
+def _draw_scratch(img: np.ndarray, rng: random.Random, geo, style: str) -> np.ndarray:
     cx, cy, r = geo
     layer = Image.new("L", img.shape[:2][::-1], 0)
     draw = ImageDraw.Draw(layer)
@@ -145,9 +149,10 @@ def _draw_scratch(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
     m = np.asarray(layer, np.float32)[:, :, None] / 255
     colour = 235.0 if style == "standard" else 70.0  # bright groove vs a dark scuff
     img[:] = img * (1 - m) + colour * m
+    return m[:, :, 0]
 
 
-def _draw_dent(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
+def _draw_dent(img: np.ndarray, rng: random.Random, geo, style: str) -> np.ndarray:
     cx, cy, r = geo
     x0, y0 = _random_point_in(rng, cx, cy, r, 0.5)
     rad = r * rng.uniform(0.28, 0.4)
@@ -162,9 +167,10 @@ def _draw_dent(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
     if style == "changed":
         relief = relief - 45 * inside  # a deeper, darker dent with less relief
     img[:] = img + relief[:, :, None]
+    return inside
 
 
-def _draw_stain(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
+def _draw_stain(img: np.ndarray, rng: random.Random, geo, style: str) -> np.ndarray:
     cx, cy, r = geo
     layer = Image.new("L", img.shape[:2][::-1], 0)
     draw = ImageDraw.Draw(layer)
@@ -177,20 +183,46 @@ def _draw_stain(img: np.ndarray, rng: random.Random, geo, style: str) -> None:
     m = np.asarray(layer, np.float32)[:, :, None] / 255
     colour = np.array([110, 80, 40] if style == "standard" else [40, 90, 120], np.float32)  # oil vs coolant
     img[:] = img * (1 - 0.75 * m) + colour * 0.75 * m
+    return m[:, :, 0]
 
 
 _DEFECTS = {"scratch": _draw_scratch, "dent": _draw_dent, "stain": _draw_stain}
 
 
-def render_frame(label: str, frame_seed: int, conditions: Conditions = NORMAL, size: int = FRAME_SIZE) -> Image.Image:
+# A defect's box covers the pixels where its mark is at least this strong and the part (not the belt)
+# shows it; boxes are at least MIN_BOX_PX a side (as a reviewer would draw one round a hairline), so a
+# thin straight scratch has a box whose IoU does not hinge on a pixel row or two.
+_VISIBLE = 0.2
+MIN_BOX_PX = 12
+
+
+def _box_of(influence: np.ndarray, part: np.ndarray, label: str, size: int) -> Box | None:
+    """The box around the visible part of a defect's mark, in relative corners; None when none shows."""
+    ys, xs = np.nonzero((influence >= _VISIBLE) & (part >= 0.5))
+    if len(xs) == 0:
+        return None
+    x0, x1 = float(xs.min()), float(xs.max() + 1)
+    y0, y1 = float(ys.min()), float(ys.max() + 1)
+    if x1 - x0 < MIN_BOX_PX:
+        mid = (x0 + x1) / 2
+        x0, x1 = max(0.0, mid - MIN_BOX_PX / 2), min(float(size), mid + MIN_BOX_PX / 2)
+    if y1 - y0 < MIN_BOX_PX:
+        mid = (y0 + y1) / 2
+        y0, y1 = max(0.0, mid - MIN_BOX_PX / 2), min(float(size), mid + MIN_BOX_PX / 2)
+    return Box(round(x0 / size, 5), round(y0 / size, 5), round(x1 / size, 5), round(y1 / size, 5), label)
+
+
+def render_frame_with_boxes(label: str, frame_seed: int, conditions: Conditions = NORMAL,
+                            size: int = FRAME_SIZE) -> tuple[Image.Image, tuple[Box, ...]]:
+    """The frame and the boxes of the defects drawn on it (one per defect; none for "ok"). The boxes
+    come from the same draw as the pixels, so adding them changed no pixel of any seed's frame."""
     rng = random.Random(frame_seed)
     nrng = np.random.default_rng(frame_seed)
     img = _conveyor(rng, nrng, size)
     mask, geo = _part_mask(rng, size, conditions.viewpoint_shift)
     part = _surface(rng, nrng, size)
     defect = _DEFECTS.get(label)
-    if defect is not None:
-        defect(part, rng, geo, conditions.defect_style)
+    influence = defect(part, rng, geo, conditions.defect_style) if defect is not None else None
     m = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.8)), np.float32)[:, :, None] / 255
     img = img * (1 - m) + part * m
     # Lighting varies a little frame to frame even on a healthy line.
@@ -200,7 +232,12 @@ def render_frame(label: str, frame_seed: int, conditions: Conditions = NORMAL, s
     out = Image.fromarray(img.clip(0, 255).astype(np.uint8), "RGB")
     if conditions.blur > 0:
         out = out.filter(ImageFilter.GaussianBlur(conditions.blur))
-    return out
+    box = _box_of(influence, m[:, :, 0], label, size) if influence is not None else None
+    return out, (box,) if box is not None else ()
+
+
+def render_frame(label: str, frame_seed: int, conditions: Conditions = NORMAL, size: int = FRAME_SIZE) -> Image.Image:
+    return render_frame_with_boxes(label, frame_seed, conditions, size)[0]
 
 
 def generate_frames(
@@ -217,7 +254,8 @@ def generate_frames(
     for index in range(start, start + count):
         fseed = _frame_seed(camera_id, seed, index)
         label = classes[fseed % len(classes)]
-        frames.append(GeneratedFrame(camera_id, index, label, render_frame(label, fseed, conditions, size), conditions))
+        image, boxes = render_frame_with_boxes(label, fseed, conditions, size)
+        frames.append(GeneratedFrame(camera_id, index, label, image, conditions, boxes))
     return frames
 
 

@@ -9,6 +9,11 @@ on another machine) gives the same frames byte for byte; loading checks every fr
 Splits: `train` (the classifier and the novelty statistics), `calibration` (held out: the novelty
 threshold), `holdout` (held out: evaluation, and the drift reference), and for reviewed frames
 `reviewed_holdout` (a fixed share of them, chosen by a hash of the frame id, never trained on).
+
+Boxes: a reviewed frame decided with a box set (a detection review task, or a COCO import) carries it
+(`boxes`, vision.boxes.Box.as_dict() without scores, [] for "no defect") in its request and its manifest
+entry, so the detector retrains on reviewed boxes and vision.box_formats exports them. A frame without one
+(a class decision) has no `boxes` key at all: manifests and ids of snapshots without boxes are unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +85,7 @@ class ReviewedFrame:
     object_key: str
     sha256: str
     label: str
+    boxes: list[dict[str, Any]] | None = None  # the reviewed box set; None: a class decision
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,13 @@ class SnapshotEntry:
     source: str  # generated or reviewed
     split: str
     name: str  # generated: <camera>/<index>; reviewed: the frame id
+    boxes: list[dict[str, Any]] | None = None  # a reviewed box set (relative corners); None: no boxes recorded
+
+
+def _without_absent_boxes(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's JSON form with `boxes` left out when there are none: the bytes of every manifest and
+    plan without boxes stay what they were before boxes existed."""
+    return {k: v for k, v in record.items() if k != "boxes" or v is not None}
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class SnapshotManifest:
             "snapshot_id": self.snapshot_id,
             "base": self.base.to_dict(),
             "reviewed_holdout_pct": self.reviewed_holdout_pct,
-            "entries": [asdict(e) for e in self.entries],
+            "entries": [_without_absent_boxes(asdict(e)) for e in self.entries],
             # Only when some were: manifests without any stay byte for byte what they always were.
             **({"skipped": [asdict(f) for f in self.skipped]} if self.skipped else {}),
         }, sort_keys=True, separators=(",", ":")).encode()
@@ -133,6 +147,10 @@ class SnapshotManifest:
             "by_split": dict(sorted(Counter(e.split for e in self.entries).items())),
             "reviewed_by_class": dict(sorted(Counter(e.label for e in self.entries if e.source == REVIEWED).items())),
             "skipped_by_reason": dict(sorted(Counter(f.reason for f in self.skipped).items())),
+            # Only when some frame has boxes: the counts of snapshots without stay as they were.
+            **({"boxes_by_class": dict(sorted(Counter(
+                b["label"] for e in self.entries for b in e.boxes or []).items()))}
+               if any(e.boxes is not None for e in self.entries) else {}),
         }
 
 
@@ -146,7 +164,8 @@ def reviewed_split(frame_id: str, holdout_pct: int) -> str:
 def snapshot_id(base: BaseSetSpec, reviewed: Iterable[ReviewedFrame], holdout_pct: int) -> str:
     """The id a snapshot of these inputs has: `snap-<16 hex>` of their canonical description. Known
     before anything is generated, so a retraining run can be named (and deduplicated) by it."""
-    frames = sorted((r.frame_id, r.object_key, r.sha256, r.label) for r in reviewed)
+    frames = sorted((r.frame_id, r.object_key, r.sha256, r.label)
+                    + ((json.dumps(r.boxes, sort_keys=True),) if r.boxes is not None else ()) for r in reviewed)
     desc = {"format": MANIFEST_FORMAT, "base": base.to_dict(), "reviewed_holdout_pct": holdout_pct,
             "reviewed": frames}
     return "snap-" + hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
@@ -168,7 +187,8 @@ class SnapshotRequest:
 
     def to_json(self) -> bytes:
         return json.dumps({"base": self.base.to_dict(), "holdout_pct": self.holdout_pct,
-                           "reviewed": [asdict(r) for r in sorted(self.reviewed, key=lambda r: r.frame_id)]},
+                           "reviewed": [_without_absent_boxes(asdict(r))
+                                        for r in sorted(self.reviewed, key=lambda r: r.frame_id)]},
                           sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -188,7 +208,7 @@ async def plan_snapshot(conn: DbConnection, store: ObjectStore, base: BaseSetSpe
     saved (idempotently) under its id, the key it is saved at, and how many reviewed frames were left
     out because their image is no longer in the store (retention) or their label is not a class."""
     rows = await reviewed_frame_labels.decided_until(conn, until)
-    labelled = [ReviewedFrame(r["frame_id"], r["object_key"], r["sha256"], r["label"])
+    labelled = [ReviewedFrame(r["frame_id"], r["object_key"], r["sha256"], r["label"], r.get("boxes"))
                 for r in rows if r["label"] in base.classes]
 
     def stored() -> list[ReviewedFrame]:
@@ -249,7 +269,7 @@ def materialize(store: ObjectStore, request: SnapshotRequest) -> tuple[SnapshotM
             continue
         digest = r.sha256 or sha256_hex(store.get(r.object_key))  # a name of the caller's: its bytes say
         entries.append(SnapshotEntry(r.object_key, digest, r.label, REVIEWED, reviewed_split(r.frame_id, holdout_pct),
-                                     r.frame_id))
+                                     r.frame_id, r.boxes))
     manifest = SnapshotManifest(sid, base, holdout_pct, entries, skipped)
     body = manifest.to_json()
     store.put(key, body, "application/json")

@@ -35,6 +35,9 @@ class Decision:
     probabilities: dict[str, float]
     novelty: float = 0.0
     unfamiliar: bool = False
+    # A detection version's boxes in the frame (vision.boxes.Box.as_dict(), best first); None from a
+    # classifier. `label` and `confidence` are then the frame's answer (vision.detector.decide_detections).
+    boxes: list[dict] | None = None
 
 
 @dataclass(frozen=True)

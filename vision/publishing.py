@@ -29,6 +29,7 @@ def model_card(result: TrainingResult, *, reason: dict[str, Any], data: dict[str
     metrics of this version and of production on the same named sets. `register_trained` adds the
     version, its parent, who and when."""
     return {
+        **({"task": result.task} if result.task != "classification" else {}),
         "architecture": result.architecture,
         "classes": list(result.processing.classes),
         "input_size": result.processing.input_size,
@@ -53,7 +54,7 @@ def register_trained(registry: ModelRegistry, store: ObjectStore, result: Traini
                  "version": version, "parent_version": parent_version, "created_by": created_by,
                  "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "signing_key_id": signer.key_id}
     files = {WEIGHTS: weights_bytes(result.model),
-             ONNX: export_onnx(result.model, result.processing, result.novelty),
+             ONNX: _export(result),
              CARD: json.dumps(full_card, indent=2, sort_keys=True, default=str).encode()}
     if result.novelty is not None:
         files[NOVELTY] = result.novelty.to_bytes()
@@ -62,10 +63,18 @@ def register_trained(registry: ModelRegistry, store: ObjectStore, result: Traini
     _, manifest_key, manifest_sha = publish(
         store, version, result.architecture, result.processing, files, result.metrics, parent_version,
         result.dataset_snapshot_id, result.config, signer=signer,
-        novelty=result.novelty.summary() if result.novelty else None)
+        novelty=result.novelty.summary() if result.novelty else None, task=result.task)
     return registry.register(version, number, result.architecture, manifest_key, manifest_sha, parent_version,
                              result.dataset_snapshot_id, result.metrics, created_by, card=full_card,
-                             training_run_id=training_run_id, signature_key_id=signer.key_id)
+                             training_run_id=training_run_id, signature_key_id=signer.key_id, task=result.task)
+
+
+def _export(result: TrainingResult) -> bytes:
+    if result.task == "detection":
+        from vision.detector import export_detector_onnx
+
+        return export_detector_onnx(result.model, result.processing, result.novelty)  # type: ignore[arg-type]
+    return export_onnx(result.model, result.processing, result.novelty)
 
 
 def bootstrap(registry: ModelRegistry, store: ObjectStore, config: TrainingConfig | None = None,

@@ -51,6 +51,8 @@ class ModelVersion:
     card: dict[str, Any] = field(default_factory=dict)
     training_run_id: str | None = None
     signature_key_id: str | None = None
+    # "classification" or "detection" (vision.detector): what the version answers per frame.
+    task: str = "classification"
 
 
 @dataclass
@@ -148,17 +150,18 @@ class ModelRegistry:
     def register(self, version: str, number: int, architecture: str, manifest_key: str, manifest_sha256: str,
                  parent_version: str | None = None, dataset_snapshot_id: str | None = None,
                  metrics: dict[str, Any] | None = None, created_by: str = "", *, card: dict[str, Any] | None = None,
-                 training_run_id: str | None = None, signature_key_id: str | None = None) -> ModelVersion:
+                 training_run_id: str | None = None, signature_key_id: str | None = None,
+                 task: str = "classification") -> ModelVersion:
         # A new version has no aliases yet: the inserted row is the whole ModelVersion.
         with self._connect() as conn:
             [registered] = conn.cursor(row_factory=class_row(ModelVersion)).execute(
                 """INSERT INTO model_versions (version, number, architecture, manifest_key, manifest_sha256,
                        parent_version, dataset_snapshot_id, metrics, created_by, card, training_run_id,
-                       signature_key_id)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+                       signature_key_id, task)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
                 (version, number, architecture, manifest_key, manifest_sha256, parent_version,
                  dataset_snapshot_id, Jsonb(metrics or {}), created_by, Jsonb(card or {}), training_run_id,
-                 signature_key_id),
+                 signature_key_id, task),
             ).fetchall()
         return registered
 

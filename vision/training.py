@@ -41,6 +41,7 @@ class TrainingResult:
     novelty: NoveltyModel | None = None
     # Per held-out frame: quality features, label, confidence, novelty, unfamiliar (the drift reference).
     reference: list[dict] = field(default_factory=list)
+    task: str = "classification"  # or "detection": `model` is then a vision.detector.CenterNetDetector
 
 
 class TrainingStopped(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.camera_health import CameraHealthMonitor
 from activities.inference import Classifier, InferenceActivities
 from infra.db import DbPool
 from infra.settings import Settings
@@ -13,7 +14,8 @@ from workers.versioning import deployment_config
 
 
 def inference_worker(client: Client, classifier: Classifier, pool: DbPool, settings: Settings) -> Worker:
-    activities = InferenceActivities(classifier, pool, client)
+    health = CameraHealthMonitor(client, settings) if settings.camera_health_enabled else None
+    activities = InferenceActivities(classifier, pool, client, health)
     return Worker(
         client,
         task_queue=settings.inference_task_queue,

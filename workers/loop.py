@@ -12,10 +12,6 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
 )
 
 from activities.drift import DriftActivities
@@ -27,7 +23,7 @@ from infra.settings import Settings
 from infra.stack_urls import database_url
 from infra.store import ObjectStore
 from vision.registry import ModelRegistry
-from workers.schedules import ensure_schedule
+from workers.schedules import ensure_schedule, every
 from workflows.drift_check import DriftCheckWorkflow
 from workflows.drift_types import SCHEDULE_ID, DriftCheckInput
 from workflows.retraining import RetrainingWorkflow
@@ -54,15 +50,9 @@ def loop_activities(pool: DbPool, store: ObjectStore, settings: Settings,
 
 
 def drift_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            DriftCheckWorkflow.run, DriftCheckInput(site_id="", requested_by="schedule"),
-            id="drift-sweep", task_queue=settings.orchestration_task_queue,
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.drift_check_interval_s))]),
-        # A sweep still running when the next is due: skip that one, never pile them up.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
+    return every(settings.drift_check_interval_s, DriftCheckWorkflow.run,
+                 DriftCheckInput(site_id="", requested_by="schedule"),
+                 workflow_id="drift-sweep", task_queue=settings.orchestration_task_queue)
 
 
 async def ensure_drift_schedule(client: Client, settings: Settings) -> str:

@@ -14,6 +14,7 @@ from infra.schema_migrations import require_migrated
 from infra.settings import get_settings
 from infra.stack_urls import database_url
 from infra.store import store_from_settings
+from infra.telemetry import configure_tracing, flush_spans, tracing_options
 from infra.temporal import connect, ensure_search_attributes
 from serving.client import ServingClient, ServingHandleClient
 from serving.cluster import join_stack
@@ -23,6 +24,8 @@ from workers.drift import drift_worker
 from workers.inference import inference_worker
 from workers.loop import ensure_drift_schedule
 from workers.orchestration import orchestration_worker
+from workers.retention import ensure_retention_schedule
+from workers.telemetry import sdk_runtime, serve_worker_metrics
 from workers.training import training_worker
 from workers.versioning import become_current
 from workers.webhooks import webhook_worker
@@ -35,7 +38,10 @@ async def run_worker() -> None:
     settings = get_settings()
     url = database_url(settings)
     require_migrated(url)  # applied by `sightline migrate`, never by a worker
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    tracing = configure_tracing(tracing_options(settings), "worker")
+    metrics_server = serve_worker_metrics(settings)
+    client = await connect(settings.temporal_address, settings.temporal_namespace, tracing=tracing,
+                           runtime=sdk_runtime(settings))
     await ensure_search_attributes(client, settings.temporal_namespace, sa.ALL)
     store = store_from_settings(settings)
     stop = asyncio.Event()
@@ -58,6 +64,7 @@ async def run_worker() -> None:
         # After the workers: the Schedules' first runs find a worker polling.
         await ensure_drift_schedule(client, settings)
         await ensure_batch_sweep_schedule(client, settings)
+        await ensure_retention_schedule(client, settings)
         if settings.worker_build_id and settings.worker_becomes_current:
             promoting = asyncio.create_task(become_current(client, settings))
             stack.callback(promoting.cancel)
@@ -70,6 +77,9 @@ async def run_worker() -> None:
         log.info("worker started", task_queues=[settings.orchestration_task_queue, settings.inference_task_queue,
                                                 settings.training_task_queue, settings.drift_task_queue])
         await stop.wait()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    flush_spans()
     log.info("worker stopped")
 
 

@@ -8,6 +8,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.batch_records import BatchActivities
 from activities.batch_sweep import BatchSweepActivities
+from activities.deletion import DeletionActivities
+from activities.retention import RetentionActivities
 from activities.reviews import ReviewActivities
 from activities.webhooks import WebhookActivities
 from infra.db import DbPool
@@ -19,7 +21,9 @@ from workers.versioning import deployment_config, workflow_classes
 from workflows.alert_delivery import WebhookDeliveryWorkflow
 from workflows.batch_sweep import StaleBatchSweepWorkflow
 from workflows.camera_stream import CameraStreamWorkflow
+from workflows.deletion import DeletionWorkflow
 from workflows.frame_batch import FrameBatchWorkflow
+from workflows.retention import RetentionWorkflow
 from workflows.review_task import ReviewTaskWorkflow
 
 # The sandbox re-imports (and recompiles) a workflow's modules for every new workflow run: under load
@@ -30,7 +34,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 WORKFLOWS = [FrameBatchWorkflow, WebhookDeliveryWorkflow, CameraStreamWorkflow, ReviewTaskWorkflow,
-             StaleBatchSweepWorkflow, *LOOP_WORKFLOWS]
+             StaleBatchSweepWorkflow, DeletionWorkflow, RetentionWorkflow, *LOOP_WORKFLOWS]
 
 
 def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, settings: Settings,
@@ -41,6 +45,8 @@ def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, setti
     # before it existed, until none is left.
     webhooks = WebhookActivities.for_settings(pool, settings)
     reviews = ReviewActivities(pool, settings)
+    deletion = DeletionActivities(pool, store, client)
+    retention = RetentionActivities(pool, store, client, settings)
     return Worker(
         client,
         task_queue=settings.orchestration_task_queue,
@@ -55,6 +61,9 @@ def orchestration_worker(client: Client, pool: DbPool, store: ObjectStore, setti
                     webhooks.ensure_webhook_subscription, webhooks.deliver_webhook,
                     reviews.review_policy, reviews.sync_review_projection, reviews.record_review_label,
                     reviews.record_escalation,
+                    # Deletion requests and retention (issue 24).
+                    deletion.plan_deletion, deletion.abort_rollouts, deletion.delete_chunk, deletion.finish_deletion,
+                    retention.expire_chunk,
                     # Drift checks and the retraining run's records (the training itself: workers.training).
                     *loop_activities(pool, store, settings, registry)],
     )

@@ -18,9 +18,11 @@ from infra.schema_migrations import require_migrated
 from infra.settings import Settings, get_settings
 from infra.stack_urls import database_url
 from infra.store import ObjectStore, store_from_settings
+from infra.telemetry import configure_tracing, tracing_options
 from infra.temporal import connect
 from vision.registry import ModelRegistry
 from vision.signatures import signer_from_settings
+from workers.telemetry import sdk_runtime, serve_worker_metrics
 from workers.versioning import deployment_config
 
 log = get_logger(__name__)
@@ -50,7 +52,11 @@ async def run_training_worker() -> None:
     settings = get_settings()
     url = database_url(settings)
     require_migrated(url)
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    # The GPU queue's own process exports what the main worker does (ports of its own, from its settings).
+    tracing = configure_tracing(tracing_options(settings), "training-worker")
+    serve_worker_metrics(settings)
+    client = await connect(settings.temporal_address, settings.temporal_namespace, tracing=tracing,
+                           runtime=sdk_runtime(settings))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

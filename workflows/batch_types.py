@@ -71,6 +71,9 @@ class RoutingRules:
     alert_at_or_above: float = 0.90
     ok_labels: list[str] = field(default_factory=lambda: ["ok"])
     reviews_required: int = 1
+    # A detection version's boxes (workflows.routing.routes_for_boxes): a box scoring below this is
+    # background, not a defect anyone needs to look at; from it up to review_below, a question for review.
+    box_review_at_or_above: float = 0.30
 
 
 @dataclass
@@ -157,6 +160,9 @@ class RoutedFrame:
     # The version that answered this frame (a canary's frames are the candidate's, not production's);
     # None in batches classified before frames carried it: the batch's model_version answered them.
     model_version: str | None = None
+    # A detection version's boxes in the frame (vision.boxes.Box.as_dict()), for the review task to
+    # draw and the alert to carry; None from a classifier.
+    boxes: list[dict] | None = None
 
 
 @dataclass

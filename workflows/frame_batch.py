@@ -164,6 +164,7 @@ class FrameBatchWorkflow:
                 reviews_required=input.rules.reviews_required,
                 # The version that answered this frame: a canary's answer is the candidate's to be judged on.
                 model_version=frame.model_version or model_version,
+                boxes=frame.boxes,  # a detection version's, for the reviewer to correct (None: a classifier's)
             ))
 
         await asyncio.gather(*(start(r) for r in routed if r.route == REVIEW))
@@ -178,7 +179,8 @@ class FrameBatchWorkflow:
             "batch_id": input.batch_id, "camera_id": input.camera_id, "site_id": input.site_id,
             "model_version": model_version, "defect_count": len(alerts),
             "defects": [{"frame_id": r.frame_id, "label": r.label, "confidence": r.confidence,
-                         "model_version": r.model_version or model_version} for r in alerts[:100]],
+                         "model_version": r.model_version or model_version,
+                         **({"boxes": r.boxes} if r.boxes is not None else {})} for r in alerts[:100]],
         }
         workflow_id = await start_webhook_delivery(input.webhook_url, "batch.defects", payload,
                                                    delivery_id=f"{input.batch_id}.defects")

@@ -240,22 +240,30 @@ def primary_set(evaluation: Evaluation) -> str:
     return "reviewed_holdout" if reviewed.get("frames") else "holdout"
 
 
+def compared_metric(evaluation: Evaluation) -> str:
+    """What candidate and production are compared on: a detection version's sets carry mAP@0.5
+    (vision.detection_metrics), a classifier's accuracy."""
+    return "map_50" if any("map_50" in m for m in evaluation.candidate.values()) else "accuracy"
+
+
 def beats_production(evaluation: Evaluation, min_improvement: float) -> tuple[bool, str]:
-    """Whether the candidate goes on to rollout, and why: its accuracy on the primary set must beat
-    production's by `min_improvement`, and on every other set it must not be worse by more than that."""
+    """Whether the candidate goes on to rollout, and why: its accuracy (a detector's mAP@0.5) on the
+    primary set must beat production's by `min_improvement`, and on every other set it must not be worse
+    by more than that."""
     name = primary_set(evaluation)
-    mine = evaluation.candidate.get(name, {}).get("accuracy")
+    key = compared_metric(evaluation)
+    mine = evaluation.candidate.get(name, {}).get(key)
     if mine is None:
-        return False, f"the candidate has no accuracy on {name}"
+        return False, f"the candidate has no {key} on {name}"
     if evaluation.production_version is None:
-        return True, f"no production version to beat; accuracy {mine:.4f} on {name}"
-    theirs = evaluation.production.get(name, {}).get("accuracy")
+        return True, f"no production version to beat; {key} {mine:.4f} on {name}"
+    theirs = evaluation.production.get(name, {}).get(key)
     if theirs is None:
-        return True, f"production has no accuracy on {name}; the candidate has {mine:.4f}"
+        return True, f"production has no {key} on {name}; the candidate has {mine:.4f}"
     for other, metrics in evaluation.candidate.items():
-        base = evaluation.production.get(other, {}).get("accuracy")
-        if other != name and base is not None and metrics.get("accuracy", 0.0) < base - min_improvement:
-            return False, (f"worse than {evaluation.production_version} on {other}: {metrics.get('accuracy'):.4f} "
+        base = evaluation.production.get(other, {}).get(key)
+        if other != name and base is not None and metrics.get(key, 0.0) < base - min_improvement:
+            return False, (f"worse than {evaluation.production_version} on {other}: {metrics.get(key):.4f} "
                            f"vs {base:.4f}")
     if mine >= theirs + min_improvement:
         return True, (f"beats {evaluation.production_version} on {name}: {mine:.4f} vs {theirs:.4f} "

@@ -4,7 +4,10 @@ States: pending -> claimed -> decided. A claim is a lease: when it runs out the 
 queue on its own. An SLA timer runs from creation; when it passes the task escalates (priority up, an
 `escalated` flag in the queue, an escalation record and its notification hook) and stays reviewable.
 With `reviews_required=2` the task waits for two independent decisions; a disagreement opens an
-adjudication that a third reviewer decides.
+adjudication that a third reviewer decides. A detection task (its input carries the model's boxes) is
+decided with a box set instead of a class; two sets agree when their boxes match one to one by IoU
+(review_types.decisions_agree). Those steps run only for tasks with boxes, so every stored history of a
+classification task replays as it was recorded.
 
 Reviewer actions are Updates whose validators refuse what is not allowed (a claim someone else holds,
 a decision without the claim, a label outside the model's classes) before anything reaches history.
@@ -25,6 +28,7 @@ from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from vision.boxes import BoxError
 from workflows import search_attributes as sa
 from workflows.alert_delivery import start_webhook_delivery
 from workflows.failures import ReviewRefusal
@@ -49,6 +53,9 @@ from workflows.review_types import (
     ReviewTaskInput,
     ReviewTaskResult,
     ReviewTaskView,
+    box_decision_label,
+    checked_boxes,
+    decisions_agree,
     is_correction,
     priority_level,
     priority_name,
@@ -108,6 +115,7 @@ class ReviewTaskWorkflow:
         self._decisions: list[Decision] = []
         self._recorded = 0  # decisions written to Postgres as labels
         self._final_label: str | None = None
+        self._final_boxes: list[dict[str, Any]] | None = None
         self._decided_at: datetime | None = None
         self._lease: timedelta | None = None
         self._webhook_url: str | None = None
@@ -141,6 +149,7 @@ class ReviewTaskWorkflow:
             decisions_count=len(self._decisions),
             final_label=self._final_label,
             decided_at=_iso(self._decided_at),
+            final_boxes=self._final_boxes,
         )
 
     def _live_claim(self) -> _Claim | None:
@@ -184,8 +193,12 @@ class ReviewTaskWorkflow:
     def decide(self, req: DecisionRequest) -> ReviewTaskView:
         self._check_decision(req)
         note = (req.note or "").strip() or None
+        label, boxes = req.label, None
+        if self._input.boxes is not None and req.boxes is not None and req.label != UNUSABLE:  # a box set
+            boxes = checked_boxes(req.boxes, self._input.classes)
+            label = box_decision_label(boxes)
         self._decisions.append(
-            Decision(req.reviewer_id, req.reviewer_name, req.label, note, workflow.now().isoformat(), self._stage)
+            Decision(req.reviewer_id, req.reviewer_name, label, note, workflow.now().isoformat(), self._stage, boxes)
         )
         self._claim = None
         self._advance()
@@ -195,7 +208,12 @@ class ReviewTaskWorkflow:
     @decide.validator
     def _check_decision(self, req: DecisionRequest) -> None:
         self._check_open()
-        if req.label != UNUSABLE and req.label not in self._input.classes:
+        if self._input.boxes is not None:
+            self._check_box_decision(req)
+        elif req.boxes is not None:
+            raise ReviewRefusal.INVALID_REQUEST.error(
+                f"task {self._id} is a classification task: decide it with a label, not boxes")
+        elif req.label != UNUSABLE and req.label not in self._input.classes:
             raise ReviewRefusal.INVALID_LABEL.error(
                 f"label {req.label!r} is not one of the model's classes ({', '.join(self._input.classes)})"
                 f" nor {UNUSABLE!r}")
@@ -204,6 +222,18 @@ class ReviewTaskWorkflow:
             lapsed = self._claim is not None and self._claim.reviewer_id == req.reviewer_id
             raise ReviewRefusal.NOT_CLAIM_HOLDER.error(
                 f"claim task {self._id} before deciding it" + (" (your claim expired)" if lapsed else ""))
+
+    def _check_box_decision(self, req: DecisionRequest) -> None:
+        """A detection task is decided with a box set (possibly empty: no defect), or as unusable."""
+        if req.label == UNUSABLE:  # whatever boxes came with it
+            return
+        if req.boxes is None:
+            raise ReviewRefusal.INVALID_REQUEST.error(
+                f"task {self._id} is a detection task: decide it with boxes (or {UNUSABLE!r})")
+        try:
+            checked_boxes(req.boxes, self._input.classes)
+        except BoxError as exc:
+            raise ReviewRefusal.INVALID_LABEL.error(str(exc)) from None
 
     @workflow.update
     def release(self, req: ReleaseRequest) -> ReviewTaskView:
@@ -223,19 +253,20 @@ class ReviewTaskWorkflow:
     def _advance(self) -> None:
         """Move the task on after a decision: closed, back to the queue, or on to adjudication."""
         if self._stage == ReviewStage.ADJUDICATION:
-            self._close(self._decisions[-1].label)
+            self._close(self._decisions[-1])
         elif len(self._decisions) >= self._required:
-            labels = {d.label for d in self._decisions}
-            if len(labels) == 1:
-                self._close(self._decisions[-1].label)
+            # Box sets are matched by IoU (an empty set is "no defect"); classes must be equal.
+            if decisions_agree(self._decisions):
+                self._close(self._decisions[-1])
             else:
                 self._stage = ReviewStage.ADJUDICATION
                 self._status = ReviewStatus.PENDING
         else:
             self._status = ReviewStatus.PENDING
 
-    def _close(self, label: str) -> None:
-        self._final_label = label
+    def _close(self, decision: Decision) -> None:
+        self._final_label = decision.label
+        self._final_boxes = decision.boxes  # the last reviewer's set: it agrees with the others, or adjudicates
         self._decided_at = workflow.now()
         self._status = ReviewStatus.DECIDED
 
@@ -296,6 +327,7 @@ class ReviewTaskWorkflow:
             corrected=is_correction(self._final_label, input.predicted_label),
             escalated=self._escalated_at is not None,
             decisions=list(self._decisions),
+            final_boxes=self._final_boxes,
         )
 
     async def _escalate(self, now: datetime) -> None:

@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
+
+from vision.boxes import Box, BoxError, agree, boxes_from
 
 WORKFLOW_NAME = "ReviewTaskWorkflow"
 UNUSABLE = "unusable"
@@ -17,7 +20,13 @@ MAX_PRIORITY = len(PRIORITIES) - 1
 # The longest claim the workflow grants, whoever asks: the API caps leases lower (review_max_lease_seconds,
 # 30 minutes by default); this holds even for a caller that goes around the API.
 MAX_CLAIM_LEASE_SECONDS = 4 * 3600.0
-
+# A detection task (one whose input carries the model's boxes) is decided with a box set; the frame's own
+# label is then derived from it: the largest box's class, or this one when the reviewer left no box.
+NO_DEFECT = "ok"
+# Two reviewers' box sets agree when every box of each is matched, same class, at least at this IoU.
+BOX_AGREEMENT_IOU = 0.5
+# The most boxes one decision may carry (the generated camera draws one defect a frame).
+MAX_REVIEW_BOXES = 50
 
 
 class ReviewStatus(StrEnum):
@@ -70,6 +79,49 @@ def is_correction(label: str, predicted_label: str) -> bool:
     return label != UNUSABLE and label != predicted_label
 
 
+def checked_boxes(items: object, classes: list[str]) -> list[dict[str, Any]]:
+    """A reviewer's box set, checked (vision.boxes: inside the frame, positive size, a class named) and
+    each class one of the task's: the canonical dicts, or BoxError naming the field (`boxes[1].x1`)."""
+    if not isinstance(items, list):
+        raise BoxError("boxes", "a list of boxes is required")
+    if len(items) > MAX_REVIEW_BOXES:
+        raise BoxError("boxes", f"at most {MAX_REVIEW_BOXES} boxes")
+    boxes = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BoxError(f"boxes[{n}]", "a box is an object with x0, y0, x1, y1 and label")
+        try:  # a reviewer's box has no score: one sent along is dropped, never read
+            boxes.append(Box.from_dict({k: v for k, v in item.items() if k != "score"}, f"boxes[{n}]"))
+        except OverflowError:
+            raise BoxError(f"boxes[{n}]", "corners must be numbers from 0 to 1") from None
+    allowed = [c for c in classes if c != NO_DEFECT]
+    for n, box in enumerate(boxes):
+        if box.label not in allowed:
+            raise BoxError(f"boxes[{n}].label",
+                           f"{box.label!r} is not one of the task's classes ({', '.join(allowed)})")
+    # A reviewer's box has no score: it is ground truth.
+    return [{k: v for k, v in b.as_dict().items() if k != "score"} for b in boxes]
+
+
+def box_decision_label(boxes: list[dict[str, Any]]) -> str:
+    """The frame's label of a box decision: the largest box's class (the first of equals), else NO_DEFECT."""
+    best = max(boxes, key=lambda b: (b["x1"] - b["x0"]) * (b["y1"] - b["y0"]), default=None)
+    return str(best["label"]) if best is not None else NO_DEFECT
+
+
+def decisions_agree(decisions: list["Decision"]) -> bool:
+    """Consensus: class decisions agree when they name the same class; box decisions when every box set
+    matches the first one to one, same class, by IoU (vision.boxes.agree at BOX_AGREEMENT_IOU); an
+    unusable frame agrees only with unusable."""
+    sets = [d.boxes for d in decisions]
+    if all(s is None for s in sets):
+        return len({d.label for d in decisions}) == 1
+    if any(s is None for s in sets):
+        return False
+    first = boxes_from(sets[0] or [])
+    return all(agree(first, boxes_from(s or []), BOX_AGREEMENT_IOU) for s in sets[1:])
+
+
 @dataclass
 class ReviewTaskInput:
     frame_id: str
@@ -93,6 +145,10 @@ class ReviewTaskInput:
     # the branch is decided by the input in the history, which costs no marker event the way
     # workflow.patched() would.
     steps_version: int = 0
+    # A detection task: the model's boxes on the frame (vision.boxes.Box.as_dict(), relative corners),
+    # [] when it found none. None (every task before detection, every classification task): the task is
+    # decided with a class, as it always was; the box rules below never run for it, so its histories replay.
+    boxes: list[dict[str, Any]] | None = None
 
 
 # 0: the task upserts its search attributes, and writes Postgres through regular activities.
@@ -134,6 +190,9 @@ class DecisionRequest:
     label: str
     reviewer_name: str = ""
     note: str | None = None
+    # A detection task's decision: the reviewer's box set (may be empty: no defect); `label` is then
+    # ignored unless it is 'unusable' (box_decision_label derives it).
+    boxes: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -149,6 +208,7 @@ class Decision:
     note: str | None
     decided_at: str                 # ISO 8601, workflow time
     stage: str                      # review or adjudication
+    boxes: list[dict[str, Any]] | None = None  # a detection task's box set (None: a class decision, or unusable)
 
 
 @dataclass
@@ -169,6 +229,7 @@ class ReviewTaskView:
     decisions_count: int
     final_label: str | None = None
     decided_at: str | None = None
+    final_boxes: list[dict[str, Any]] | None = None  # a detection task's decided box set
 
 
 def opening_view(review_id: str, input: ReviewTaskInput, created_at: datetime) -> ReviewTaskView:
@@ -230,3 +291,4 @@ class ReviewTaskResult:
     corrected: bool
     escalated: bool
     decisions: list[Decision]
+    final_boxes: list[dict[str, Any]] | None = None

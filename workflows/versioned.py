@@ -24,9 +24,12 @@ from workflows.batch_sweep_types import BatchSweepInput, BatchSweepResult
 from workflows.batch_types import FrameBatchInput, FrameBatchResult
 from workflows.camera_stream import CameraStreamWorkflow
 from workflows.camera_stream_types import CameraStreamInput, CameraStreamResult
+from workflows.deletion import DeletionWorkflow
+from workflows.deletion_types import DeletionInput, DeletionProgress, RetentionInput, RetentionResult
 from workflows.drift_check import DriftCheckWorkflow
 from workflows.drift_types import DriftCheckInput, DriftCheckResult
 from workflows.frame_batch import FrameBatchWorkflow
+from workflows.retention import RetentionWorkflow
 from workflows.retraining import RetrainingWorkflow
 from workflows.retraining_types import RetrainingInput, RetrainingResult
 from workflows.review_task import ReviewTaskWorkflow
@@ -82,6 +85,21 @@ class PinnedDriftCheckWorkflow(DriftCheckWorkflow):
         return await super().run(input)
 
 
+# A deletion and a retention pass run minutes, and continue as new in chunks: each run stays on its build.
+@workflow.defn(name=_name(DeletionWorkflow), versioning_behavior=PINNED)
+class PinnedDeletionWorkflow(DeletionWorkflow):
+    @workflow.run
+    async def run(self, input: DeletionInput) -> DeletionProgress:
+        return await super().run(input)
+
+
+@workflow.defn(name=_name(RetentionWorkflow), versioning_behavior=PINNED)
+class PinnedRetentionWorkflow(RetentionWorkflow):
+    @workflow.run
+    async def run(self, input: RetentionInput) -> RetentionResult:
+        return await super().run(input)
+
+
 @workflow.defn(name=_name(CameraStreamWorkflow), versioning_behavior=AUTO_UPGRADE)
 class UpgradingCameraStreamWorkflow(CameraStreamWorkflow):
     @workflow.run
@@ -110,6 +128,8 @@ VERSIONED: dict[type, type] = {
     ReviewTaskWorkflow: PinnedReviewTaskWorkflow,
     StaleBatchSweepWorkflow: PinnedStaleBatchSweepWorkflow,
     DriftCheckWorkflow: PinnedDriftCheckWorkflow,
+    DeletionWorkflow: PinnedDeletionWorkflow,
+    RetentionWorkflow: PinnedRetentionWorkflow,
     CameraStreamWorkflow: UpgradingCameraStreamWorkflow,
     ModelRolloutWorkflow: UpgradingModelRolloutWorkflow,
     RetrainingWorkflow: UpgradingRetrainingWorkflow,

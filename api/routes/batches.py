@@ -10,9 +10,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from api.auth import require_scope
 from api.callers import BatchReader, IngestCaller
-from api.deps import BatchServiceDep, SettingsDep, StoreDep
+from api.deps import BatchServiceDep, DbDep, SettingsDep, StoreDep
 from api.schemas.batches import BatchAccepted, BatchDetail, BatchPage, PredictionPage
+from api.services import privacy
 from api.services.batches import AdmissionRefused, ConflictingResubmission, InvalidCursor, UnregisteredWebhook
+from api.services.privacy import RedactionRefused
 from api.submission import read_submission
 from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
 
@@ -61,17 +63,21 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such bat
     },
 )
 async def submit_batch(request: Request, response: Response, caller: IngestCaller, batches: BatchServiceDep,
-                       store: StoreDep, settings: SettingsDep) -> BatchAccepted:
+                       store: StoreDep, settings: SettingsDep, pool: DbDep) -> BatchAccepted:
+    async def redacting(site_id: str, camera_id: str) -> bool:
+        # Out of the caller's scope: not for it to learn (require_scope answers 403 below).
+        return caller.allows(site_id, camera_id) and await privacy.in_force(pool, site_id, camera_id) is not None
+
     try:
-        submission = await read_submission(request, store, settings, caller)
+        submission = await read_submission(request, store, settings, caller, redacting)
         require_scope(caller, submission.site_id, submission.camera_id)
         accepted = await batches.submit(submission, caller)
     except AdmissionRefused as refused:
         raise HTTPException(429, str(refused), headers={"Retry-After": str(refused.retry_after_s)}) from None
     except ConflictingResubmission as conflict:
         raise HTTPException(409, str(conflict)) from None
-    except UnregisteredWebhook as unregistered:
-        raise HTTPException(422, str(unregistered)) from None
+    except (UnregisteredWebhook, RedactionRefused) as refused:
+        raise HTTPException(422, str(refused)) from None
     if not (accepted.created or accepted.rerun):  # nothing new was started
         response.status_code = status.HTTP_200_OK
     return accepted

@@ -8,10 +8,13 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.datastructures import UploadFile
 
 from api.auth import require_scope
-from api.callers import BatchReader, IngestCaller
-from api.deps import CameraStatsDep, CameraStreamsDep, SettingsDep
+from api.callers import BatchReader, CameraMaintainer, IngestCaller
+from api.deps import CameraHealthDep, CameraStatsDep, CameraStreamsDep, SettingsDep
 from api.schemas.batches import CameraFrameAccepted, CameraList
+from api.schemas.camera_health import CameraHealthDetail, HealthState, RecalibrateRequest
 from api.services.batches import UnregisteredWebhook
+from api.services.camera_health import CameraNotFound
+from api.services.privacy import RedactionRefused
 from api.submission import FORM_LIMITS, check_id, check_webhook_url, read_uploads
 from workflows.batch_types import NAME_PATTERN
 
@@ -19,12 +22,39 @@ router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
 
 
 @router.get("", response_model=CameraList, summary="Cameras with their frame totals over a window: "
-            "frames, rejections, unfamiliar frames, defects, reviews")
+            "frames, rejections, unfamiliar frames, defects, reviews; and each camera's health")
 async def list_cameras(
     caller: BatchReader, stats: CameraStatsDep, site_id: str | None = None,
     window_hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24.0,
+    health: Annotated[HealthState | None, Query(description="only cameras in this health state")] = None,
 ) -> CameraList:
-    return await stats.summary(caller, window_hours, site_id)
+    return await stats.summary(caller, window_hours, site_id, health)
+
+
+@router.get("/{camera_id}/health", response_model=CameraHealthDetail,
+            responses={404: {"description": "no such camera"}},
+            summary="A camera's health against its calibrated range, and its recent changes of state")
+async def camera_health_detail(camera_id: str, caller: BatchReader, health: CameraHealthDep,
+                               site_id: Annotated[str, Query(pattern=NAME_PATTERN)] = "default") -> CameraHealthDetail:
+    check_id("camera_id", camera_id)
+    try:
+        return await health.detail(caller, site_id, camera_id)
+    except CameraNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.post("/{camera_id}/health/recalibrate", response_model=CameraHealthDetail,
+             responses={404: {"description": "no such camera"}},
+             summary="Calibrate a camera's range again on its next frames (after maintenance or a deliberate change)",
+             description="The camera calibrates on its next frames as it did when first seen; a degraded camera is "
+             "announced `camera.recovered` once its frames are judged healthy. Ops only; audited.")
+async def recalibrate_camera(camera_id: str, body: RecalibrateRequest, caller: CameraMaintainer,
+                             health: CameraHealthDep) -> CameraHealthDetail:
+    check_id("camera_id", camera_id)
+    try:
+        return await health.recalibrate(caller, body.site_id, camera_id, body.reason)
+    except CameraNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
 
 
 _FRAME_FORM: dict[str, Any] = {
@@ -68,5 +98,5 @@ async def camera_frame(camera_id: str, request: Request, caller: IngestCaller, c
         (upload,) = await read_uploads([frame], settings)
     try:
         return await cameras.send(camera_id, site_id, webhook_url, upload, caller)
-    except UnregisteredWebhook as unregistered:
-        raise HTTPException(422, str(unregistered)) from None
+    except (UnregisteredWebhook, RedactionRefused) as refused:
+        raise HTTPException(422, str(refused)) from None

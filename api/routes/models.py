@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from api.auth import Principal, require_roles
 from api.callers import ModelReader
-from api.deps import ModelCatalogDep, StoreDep
+from api.deps import DbDep, ModelCatalogDep, StoreDep
 from api.schemas.models import ModelDetail, ModelList, ModelSummary
 from api.services.models import DOWNLOADABLE, ArtifactNotFound
+from vision import lineage
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -29,11 +30,14 @@ async def list_models(caller: ModelReader, catalog: ModelCatalogDep) -> ModelLis
 
 @router.get("/{version}", response_model=ModelDetail, responses={404: {"description": "no such version"}},
             summary="A version (or an alias: production, candidate, shadow) with its model card")
-async def get_model(version: str, caller: ModelReader, catalog: ModelCatalogDep) -> ModelDetail:
+async def get_model(version: str, caller: ModelReader, catalog: ModelCatalogDep, pool: DbDep,
+                    store: StoreDep) -> ModelDetail:
     found = await catalog.version(version)
     if found is None:
         raise HTTPException(404, f"no model version or alias {version!r}")
-    return ModelDetail.model_validate({**asdict(found), "url": f"/v1/models/{found.version}"})
+    async with pool.connection() as conn:  # the hold on its training data, retirement, deletions (issue 24)
+        data = await lineage.model_data(conn, store, found.version, found.dataset_snapshot_id)
+    return ModelDetail.model_validate({**asdict(found), "url": f"/v1/models/{found.version}", "data": data})
 
 
 _ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,5 +1,7 @@
 """The reviewer page at /review: server-rendered, keyboard first. Sign in with an API key, get the next
-task, label it with one key per class, `u` unusable, `n` next.
+task, label it with one key per class, `u` unusable, `n` next. A detection task (one carrying the model's
+boxes) shows them on the frame: the reviewer keeps, deletes, moves or draws boxes with the mouse, picks a
+box's class with 1-9, and confirms the set with Enter (static/review_boxes.js).
 
 Sign-in opens a server-side session (api.auth, infra.tables.sessions): the cookie carries a random id
 only, and the page's memory (queue scope, task in hand, skipped tasks, flash message) stays in the
@@ -10,6 +12,7 @@ session's own once signed in, and before that a double-submit token in a short-l
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +42,7 @@ from infra.db import DbPool
 from infra.settings import Settings
 from infra.tables import sessions
 from infra.tables.review_tasks import SCOPE_FIELDS
-from workflows.review_types import PRIORITIES, UNUSABLE
+from workflows.review_types import NO_DEFECT, PRIORITIES, UNUSABLE
 
 router = APIRouter(prefix="/review", tags=["reviewer page"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -49,6 +52,7 @@ _SKIP_MEMORY = 50  # tasks a reviewer skipped with `n` are not offered to them a
 # The sign-in form's double-submit CSRF token: a cookie only this site's pages can read back into the form.
 _SIGN_IN_CSRF = "sightline_sign_in_csrf"
 _MAX_CSRF = 128
+_MAX_BOXES_FORM = 20_000  # a box set as JSON: MAX_REVIEW_BOXES boxes of about 100 characters each
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -197,6 +201,9 @@ async def review_page(request: Request, pool: DbDep, queue: ReviewQueueDep) -> R
         "priority_name": PRIORITIES[task["priority"]] if task else None,
         "scope": page.state.get("scope") or {},
         "sla_left": _seconds_until(view.sla_due_at, now) if view else None,
+        "detection": task is not None and task.get("boxes") is not None,
+        "box_classes": [c for c in task["classes"] if c != NO_DEFECT] if task else [],
+        "model_boxes": json.dumps(task.get("boxes") or []) if task else "[]",
         "lease_left": _seconds_until(view.claim_expires_at, now) if view else None,
     }
     return templates.TemplateResponse(request, "review.html", context)
@@ -242,23 +249,30 @@ async def next_task(request: Request, pool: DbDep, queue: ReviewQueueDep,
 
 @router.post("/decision")
 async def decide(request: Request, pool: DbDep, queue: ReviewQueueDep,
-                 review_id: Annotated[str, Form(max_length=512)], label: Annotated[str, Form(max_length=128)],
-                 csrf: Annotated[str, Form(max_length=_MAX_CSRF)],
-                 note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+                 review_id: Annotated[str, Form(max_length=512)], csrf: Annotated[str, Form(max_length=_MAX_CSRF)],
+                 label: Annotated[str, Form(max_length=128)] = "", note: Annotated[str, Form(max_length=2000)] = "",
+                 boxes: Annotated[str, Form(max_length=_MAX_BOXES_FORM)] = "") -> Response:
     signed_in = await _form_session(request, pool, csrf)
     if isinstance(signed_in, RedirectResponse):
         return signed_in
     principal, page = signed_in
+    box_set = None
+    if boxes and label != UNUSABLE:  # a detection task's set, as review_boxes.js writes it
+        try:
+            box_set = json.loads(boxes)
+        except ValueError:
+            box_set = "unreadable"  # refused by the queue's check, naming the field
+    details = {"via": "page", "label": label, "note": note or None, **({"boxes": box_set} if box_set else {})}
     try:
-        view = await queue.audited(principal, "review.decision", review_id,
-                                   {"via": "page", "label": label, "note": note or None},
-                                   queue.decide(review_id, principal, label, note or None))
+        view = await queue.audited(principal, "review.decision", review_id, details,
+                                   queue.decide(review_id, principal, label, note or None, box_set))
     except ReviewRefused as refused:
         page.flash(f"Not saved: {refused.message}", "error")
         await page.save(pool)
         return _see_other("/review")
     observe_decision(view)
-    page.flash(f"Saved {label!r} for {review_id}.")
+    saved = f"{len(box_set)} boxes" if isinstance(box_set, list) else repr(label)
+    page.flash(f"Saved {saved} for {review_id}.")
     await _claim_next(page, queue, principal)
     await page.save(pool)
     return _see_other("/review")

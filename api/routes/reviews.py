@@ -48,8 +48,10 @@ def action_model(view: ReviewTaskView, task: Any = None) -> Any:
 
 def _refused(refused: ReviewRefused) -> HTTPException:
     retry = {"Retry-After": "1"} if refused.kind.http_status == 503 else None
-    return HTTPException(refused.kind.http_status, {"error": str(refused.kind), "message": refused.message},
-                         headers=retry)
+    detail = {"error": str(refused.kind), "message": refused.message}
+    if refused.field:
+        detail["field"] = refused.field
+    return HTTPException(refused.kind.http_status, detail, headers=retry)
 
 
 @router.get("", response_model=ReviewList, summary="The review queue: pending first, by priority, then age")
@@ -147,11 +149,13 @@ async def claim(task_id: str, caller: Reviewer, queue: ReviewQueueDep, settings:
 
 
 @router.post("/{task_id}/decision", response_model=ReviewAction,
-             responses={**_REFUSALS, 422: {"description": "a label outside the task's classes"}})
+             responses={**_REFUSALS, 422: {"description": "a label outside the task's classes, or a box outside"
+                                                          " the frame or without a class (`field` names it)"}})
 async def decision(task_id: str, body: DecisionBody, caller: Reviewer, queue: ReviewQueueDep) -> Any:
+    details = {"label": body.label, "note": body.note, **({"boxes": body.boxes} if body.boxes is not None else {})}
     try:
-        view = await queue.audited(caller, "review.decision", task_id, {"label": body.label, "note": body.note},
-                                   queue.decide(task_id, caller, body.label, body.note))
+        view = await queue.audited(caller, "review.decision", task_id, details,
+                                   queue.decide(task_id, caller, body.label, body.note, body.boxes))
     except ReviewRefused as refused:
         raise _refused(refused) from None
     observe_decision(view)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.schemas.camera_health import CameraHealth
 from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
 
 
@@ -47,6 +49,8 @@ class Prediction(BaseModel):
     quality: dict[str, float] = {}
     novelty: float | None = Field(None, description="distance from the model's training data")
     unfamiliar: bool = Field(False, description="past the novelty threshold calibrated at training time")
+    boxes: list[dict[str, Any]] | None = Field(
+        None, description="a detection version's boxes (relative corners, class, score); none for a classifier")
     created_at: datetime | None = None
 
 
@@ -60,6 +64,8 @@ class FrameResult(BaseModel):
     reject_reason: str | None = None
     width: int | None = None
     height: int | None = None
+    redaction_revision: int | None = Field(None, description="the privacy settings revision the stored frame was "
+                                           "redacted under; null: stored as received")
     prediction: Prediction | None = Field(None, description="the latest prediction, once classified")
     routes: list[str] = Field(
         [], description="where the frame was sent: review:low_confidence, review:qa_sample, alert:defect")
@@ -90,6 +96,8 @@ class BatchSummary(BaseModel):
     completed_at: datetime | None = None
     duration_s: float | None = Field(None, description="from submission to completion")
     temporal_ui_url: str = Field(description="this batch's workflow history in the Temporal Web UI")
+    trace_id: str | None = Field(None, description="the OpenTelemetry trace of this batch (`sightline trace "
+                                 "<batch id>`, or Jaeger); null when it was not traced")
 
 
 class BatchDetail(BatchSummary):
@@ -114,6 +122,7 @@ class BatchAccepted(BaseModel):
     created: bool = Field(description="false when the idempotency key named an existing batch")
     rerun: bool = Field(False, description="the idempotency key named a failed batch, which runs again")
     temporal_ui_url: str
+    trace_id: str | None = Field(None, description="the OpenTelemetry trace of this batch; null when not traced")
 
     model_config = {
         "json_schema_extra": {
@@ -141,6 +150,9 @@ class FrameDetail(BaseModel):
     reject_reason: str | None = None
     width: int | None = None
     height: int | None = None
+    redaction_revision: int | None = Field(None, description="the privacy settings revision the stored frame was "
+                                           "redacted under; null: stored as received. `sha256` is always of the "
+                                           "bytes received")
     predictions: list[Prediction] = Field(description="every model version's prediction, newest first")
     routes: list[str] = []
     image_url: str | None = Field(None, description="a time-limited URL of the image; none for a rejected frame")
@@ -159,7 +171,9 @@ class CameraSummary(BaseModel):
     unfamiliar: int = Field(description="frames unlike anything the model was trained on")
     defects: int
     sent_to_review: int
-    last_batch_at: datetime
+    last_batch_at: datetime | None = None
+    health: CameraHealth | None = Field(None, description="image quality against the camera's calibrated "
+                                        "range; null before its first classified frames")
 
 
 class CameraList(BaseModel):

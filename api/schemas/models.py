@@ -28,6 +28,10 @@ class ModelDetail(ModelSummary):
     training_run_id: str | None = None
     card: dict[str, Any] = Field(description="data snapshot with counts by class and source, parameters, metrics "
                                              "on named sets, parent, why it was trained, who and when")
+    data: dict[str, Any] = Field(default_factory=dict, description="its training data's life: `retention_hold` "
+                                 "(frames held against retention while it is not retired), `retired`, and "
+                                 "`deletions` (each deletion that removed frames it was trained on: when, by "
+                                 "whom, how many)")
 
 
 class ModelList(BaseModel):

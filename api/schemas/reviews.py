@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.schemas.contracts import model_of
-from workflows.review_types import ReviewTaskInput, ReviewTaskView
+from workflows.review_types import MAX_REVIEW_BOXES, ReviewTaskInput, ReviewTaskView
 
 # The views carry workflow time as ISO strings; the API parses them, so clients get one time format.
 _TIMES: dict[str, Any] = {name: datetime | None for name in ("claim_expires_at", "sla_due_at", "decided_at")}
@@ -24,6 +24,8 @@ _DESCRIPTIONS = {
     "claimed_by": "API key id of the reviewer holding the claim",
     "decisions_count": "decisions given so far (two are needed when reviews_required is 2)",
     "model_version": "the model version whose prediction sent the frame to review",
+    "boxes": "a detection task: the model's boxes (relative corners 0..1, class, score); null: classification",
+    "final_boxes": "a detection task's decided box set",
 }
 
 # Internal to the workflow: per-task overrides of the policy. The frame is reached through frame_url,
@@ -57,8 +59,13 @@ class ClaimBody(BaseModel):
 
 
 class DecisionBody(BaseModel):
-    label: str = Field(description="one of the task's classes, or 'unusable'")
+    label: str = Field("", description="one of the task's classes, or 'unusable'; a detection task's label comes"
+                                       " from its boxes (the largest box's class, 'ok' when none)")
     note: str | None = Field(None, max_length=2000)
+    # Checked by vision.boxes (not pydantic), so a bad box answers 422 naming `boxes[1].x1`.
+    boxes: list[Any] | None = Field(None, max_length=MAX_REVIEW_BOXES, description=(
+        "a detection task's box set: [{x0, y0, x1, y1, label}] in corners relative to the frame (0..1);"
+        " [] = no defect"))
 
 
 class ReviewMetrics(BaseModel):

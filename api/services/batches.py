@@ -9,6 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from opentelemetry import trace
 from temporalio.client import Client
 
 from api.audit import record_audit
@@ -22,14 +23,17 @@ from api.schemas.batches import (
     Prediction,
     PredictionPage,
 )
+from api.services import privacy
 from api.submission import Submission
 from infra.db import DbConnection, DbPool, Row
 from infra.settings import Settings
-from infra.store import LocalStore, ObjectStore, content_digest, put_frames
+from infra.span_files import BATCH_ATTRIBUTE
+from infra.store import LocalStore, ObjectStore, put_frames, redacted_key_parts
 from infra.tables import batches, frames
 from infra.tables.api_keys import Principal
 from infra.tables.batches import Scope
 from infra.tables.webhook_subscriptions import registered_webhook
+from infra.telemetry import current_trace_id
 from workflows.batch_start import batch_input, start_options
 from workflows.batch_types import (
     WORKFLOW_NAME,
@@ -120,6 +124,8 @@ class BatchService:
         s = submission
         batch_id = batch_workflow_id(s.site_id, s.camera_id, s.idempotency_key)
         fingerprint = s.fingerprint()
+        # The request's span names its batch: `sightline trace <batch id>` finds the trace by it.
+        trace.get_current_span().set_attribute(BATCH_ATTRIBUTE, batch_id)
         async with self.pool.connection() as conn:
             existing = await self._existing(conn, s)
             if existing is None:
@@ -130,19 +136,26 @@ class BatchService:
                     raise AdmissionRefused(s.site_id, self.settings.admission_retry_after_s)
         if existing is not None:
             return await self._resubmitted(existing, s, fingerprint, caller)
+        redaction = await self._redact(s)
         await self._store(s)
         frames_in = s.frames()
         async with self.pool.connection() as conn, conn.transaction():
             row = await batches.admit(conn, batch_id=batch_id, camera_id=s.camera_id, site_id=s.site_id,
                                       idempotency_key=s.idempotency_key, frame_count=len(frames_in),
                                       webhook_url=s.webhook_url, fingerprint=fingerprint,
-                                      max_in_flight=self.settings.max_batches_in_flight_per_site)
+                                      max_in_flight=self.settings.max_batches_in_flight_per_site,
+                                      trace_id=current_trace_id())
             if row is not None and row["created"]:
+                # sha256: of the bytes received (a redacted frame's too: it is the frame's identity).
                 await frames.insert(conn, batch_id, [
                     frames.NewFrame(make_frame_id(batch_id, i), i, f.object_key, f.filename, f.content_type,
-                                    f.size_bytes, content_digest(f.object_key)) for i, f in enumerate(frames_in)])
+                                    f.size_bytes, sha, s.redaction_revision)
+                    for i, (f, sha) in enumerate(zip(frames_in, s.received_digests(), strict=True))])
+                details: dict[str, Any] = {"frames": len(frames_in), "created": True}
+                if redaction is not None:
+                    details["redaction"] = redaction
                 await record_audit(conn, caller, "batch.create", f"batches/{batch_id}", workflow_id=batch_id,
-                                   details={"frames": len(frames_in), "created": True})
+                                   details=details)
         if row is None or not row["created"]:
             # A concurrent request with the same key recorded it first (or took the last slot meanwhile).
             async with self.pool.connection() as conn:
@@ -179,10 +192,29 @@ class BatchService:
             return self._accepted(row, created=False)
         # Reopened, or still 'received' because the request that recorded it died before its workflow
         # started: store (a batch recorded before frames were stored first may lack some) and start;
-        # both steps are idempotent.
+        # both steps are idempotent. Frames are redacted as the recorded ones were (their revision), so
+        # they land on the keys the frame rows name, whatever the camera's settings are now.
+        await self._redact(s, recorded_batch=batch_id)
         await self._store(s)
         await self._start(row, s.webhook_url)
         return self._accepted(row, created=False, rerun=rerun)
+
+    async def _redact(self, s: Submission, recorded_batch: str | None = None) -> dict[str, Any] | None:
+        """Redact a multipart batch's frames in place when its camera has redaction on (or, for a batch
+        recorded already, when its frames were recorded redacted); what ran, or None: stored as received,
+        at no cost beyond a cached lookup. A JSON batch's camera was checked when it was read."""
+        if not s.uploads or s.uploads[0].redaction_revision is not None:
+            return None  # no files, or redacted already (a concurrent request recorded the batch first)
+        if recorded_batch is None:
+            settings = await privacy.in_force(self.pool, s.site_id, s.camera_id)
+        else:
+            async with self.pool.connection() as conn:
+                keys = await frames.object_keys(conn, recorded_batch)
+                parts = redacted_key_parts(keys[0]) if keys else None
+                settings = await privacy.of_revision(conn, parts[1]) if parts else None
+        if settings is None:
+            return None
+        return await privacy.redact_uploads(s.uploads, settings, self.settings.max_frame_pixels)
 
     async def _store(self, s: Submission) -> None:
         if not s.uploads:
@@ -203,12 +235,15 @@ class BatchService:
             batch_input(self.settings, batch_id, camera_id, site_id, [], webhook_url or row["webhook_url"],
                         row["frame_count"]),
             **start_options(batch_id, camera_id, site_id, self.settings.orchestration_task_queue),
+            # Shown in the Temporal UI beside the history: the trace to open for the minutes outside it.
+            memo={"trace_id": trace_id} if (trace_id := row.get("trace_id") or current_trace_id()) else None,
         )
 
     def _accepted(self, row: Row, created: bool, rerun: bool = False) -> BatchAccepted:
         return BatchAccepted(batch_id=row["batch_id"], workflow_id=row["batch_id"], status=row["status"],
                              frame_count=row["frame_count"], created=created, rerun=rerun,
-                             temporal_ui_url=self.settings.workflow_ui_url(row["batch_id"]))
+                             temporal_ui_url=self.settings.workflow_ui_url(row["batch_id"]),
+                             trace_id=row.get("trace_id"))
 
     # -- reading -------------------------------------------------------------------------------
     async def _row(self, batch_id: str, caller: Principal | None = None) -> Row | None:

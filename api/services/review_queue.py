@@ -28,9 +28,18 @@ from infra.settings import Settings
 from infra.tables import review_tasks
 from infra.tables.api_keys import Principal
 from infra.tables.review_tasks import QueueFilters
+from vision.boxes import BoxError
 from workflows.failures import ReviewRefusal
 from workflows.review_task import ReviewTaskWorkflow
-from workflows.review_types import ClaimRequest, DecisionRequest, ReleaseRequest, ReviewStatus, ReviewTaskView
+from workflows.review_types import (
+    UNUSABLE,
+    ClaimRequest,
+    DecisionRequest,
+    ReleaseRequest,
+    ReviewStatus,
+    ReviewTaskView,
+    checked_boxes,
+)
 
 # How long a "next task" pick keeps other pickers off a candidate while its claim is confirmed; it
 # also covers the moment until the workflow's own projection write shows the claim.
@@ -49,6 +58,7 @@ class ReviewRefused(Exception):
 
     kind: ReviewRefusal
     message: str
+    field: str | None = None  # the input field at fault, for a 422 that points at it (`boxes[1].x1`)
 
     def __str__(self) -> str:
         return self.message
@@ -148,10 +158,29 @@ class ReviewQueue:
         return await self._update(review_id, ReviewTaskWorkflow.claim,
                                   ClaimRequest(principal.key_id, principal.name, lease_seconds), timeout_s)
 
-    async def decide(self, review_id: str, principal: Principal, label: str, note: str | None = None) -> ReviewTaskView:
+    async def decide(self, review_id: str, principal: Principal, label: str, note: str | None = None,
+                     boxes: Any = None) -> ReviewTaskView:
+        """A class decision, or a detection task's box set (checked here first, so a bad box is a 422
+        naming its field before the workflow is asked; the workflow checks again, and decides)."""
         await self._check_action(review_id, principal)
+        if boxes is not None and label != UNUSABLE:
+            boxes = await self._checked_boxes(review_id, boxes)
+        elif label == UNUSABLE:
+            boxes = None
         return await self._update(review_id, ReviewTaskWorkflow.decide,
-                                  DecisionRequest(principal.key_id, label, principal.name, note))
+                                  DecisionRequest(principal.key_id, label, principal.name, note, boxes))
+
+    async def _checked_boxes(self, review_id: str, boxes: Any) -> list[dict[str, Any]]:
+        row = await self.get(review_id)
+        if row is None:
+            raise ReviewRefused(ReviewRefusal.NOT_FOUND, f"no review task {review_id!r}")
+        if row.get("boxes") is None:
+            raise ReviewRefused(ReviewRefusal.INVALID_REQUEST, f"task {review_id} is a classification task:"
+                                " decide it with a label, not boxes", "boxes")
+        try:
+            return checked_boxes(boxes, list(row["classes"]))
+        except BoxError as exc:
+            raise ReviewRefused(ReviewRefusal.INVALID_LABEL, str(exc), exc.field) from None
 
     async def release(self, review_id: str, principal: Principal) -> ReviewTaskView:
         await self._check_action(review_id, principal)

@@ -14,7 +14,8 @@ from infra.db import DbConnection, Row
 
 
 async def admit(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: str, idempotency_key: str,
-                frame_count: int, webhook_url: str | None, fingerprint: str, max_in_flight: int) -> Row | None:
+                frame_count: int, webhook_url: str | None, fingerprint: str, max_in_flight: int,
+                trace_id: str | None = None) -> Row | None:
     """Record a new batch as 'received' unless its site already has `max_in_flight` batches received
     or running. The row comes back with `created` true; a batch of this id that exists already comes
     back as it is with `created` false (its frames and status untouched); None means admission refused
@@ -22,15 +23,16 @@ async def admit(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: s
     cur = await conn.execute(
         """
         INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count, webhook_url,
-                             request_fingerprint)
-        SELECT %(batch)s, %(camera)s, %(site)s, %(key)s, 'received', %(frames)s, %(webhook)s, %(fingerprint)s
+                             request_fingerprint, trace_id)
+        SELECT %(batch)s, %(camera)s, %(site)s, %(key)s, 'received', %(frames)s, %(webhook)s, %(fingerprint)s,
+               %(trace)s
          WHERE (SELECT count(*) FROM batches WHERE site_id = %(site)s AND status IN ('received', 'running'))
                < %(limit)s
         ON CONFLICT (batch_id) DO UPDATE SET batch_id = batches.batch_id  -- no change: returns the row
         RETURNING *, (xmax = 0) AS created
         """,
         {"batch": batch_id, "camera": camera_id, "site": site_id, "key": idempotency_key, "frames": frame_count,
-         "webhook": webhook_url, "fingerprint": fingerprint, "limit": max_in_flight},
+         "webhook": webhook_url, "fingerprint": fingerprint, "limit": max_in_flight, "trace": trace_id},
     )
     return await cur.fetchone()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 
 from infra.db import DbConnection, Row
+from infra.store import redacted_key_parts
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,16 @@ class NewFrame:
     content_type: str
     size_bytes: int
     sha256: str = ""  # known for uploads (their key is their digest); filled by decoding otherwise
+    # The privacy settings revision the stored bytes were redacted under; None: stored as received.
+    # Both are read from a redacted frame's key when not given (a camera stream's frames carry keys only).
+    redaction_revision: int | None = None
+
+    def recorded(self) -> tuple[str, int | None]:
+        """The sha256 of the bytes received and the redaction revision, as the row records them."""
+        parts = redacted_key_parts(self.object_key)
+        if parts is None:
+            return self.sha256, self.redaction_revision
+        return self.sha256 or parts[0], self.redaction_revision or parts[1]
 
 
 @dataclass(frozen=True)
@@ -38,18 +49,22 @@ class Validation:
 async def insert(conn: DbConnection, batch_id: str, frames: Sequence[NewFrame]) -> None:
     """Record a batch's frames (one statement whatever their number); frames it has already are kept.
     Nothing is written unless the batch row exists, so it can follow an admission that refused."""
+    recorded = [f.recorded() for f in frames]
     await conn.execute(
         """
-        INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes)
-        SELECT f.frame_id, %s, f.position, f.object_key, f.sha256, f.filename, f.content_type, f.size_bytes
-          FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])
-               AS f(frame_id, position, object_key, sha256, filename, content_type, size_bytes)
+        INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, filename, content_type, size_bytes,
+                            redaction_revision)
+        SELECT f.frame_id, %s, f.position, f.object_key, f.sha256, f.filename, f.content_type, f.size_bytes,
+               f.redaction_revision
+          FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],
+                      %s::bigint[])
+               AS f(frame_id, position, object_key, sha256, filename, content_type, size_bytes, redaction_revision)
          WHERE EXISTS (SELECT 1 FROM batches WHERE batch_id = %s)
         ON CONFLICT (frame_id) DO NOTHING
         """,
         (batch_id, [f.frame_id for f in frames], [f.position for f in frames], [f.object_key for f in frames],
-         [f.sha256 for f in frames], [f.filename for f in frames], [f.content_type for f in frames],
-         [f.size_bytes for f in frames], batch_id),
+         [r[0] for r in recorded], [f.filename for f in frames], [f.content_type for f in frames],
+         [f.size_bytes for f in frames], [r[1] for r in recorded], batch_id),
     )
 
 
@@ -65,13 +80,16 @@ async def in_positions(conn: DbConnection, batch_id: str, start: int, end: int) 
 
 async def record_validation(conn: DbConnection, outcomes: Sequence[Validation]) -> None:
     """Every frame's decode outcome, in one statement for the batch (its values as one JSON document:
-    the cheapest hand-over, see infra.tables.predictions)."""
+    the cheapest hand-over, see infra.tables.predictions). A redacted frame keeps the sha256 it was
+    received with: the decoder hashed the redacted bytes, which are not the frame's identity."""
     if not outcomes:
         return
     await conn.execute(
         """
         UPDATE frames f SET status = o.status, reject_reason = o.reason, width = o.width, height = o.height,
-                            image_format = o.image_format, sha256 = coalesce(nullif(o.sha256, ''), f.sha256),
+                            image_format = o.image_format,
+                            sha256 = CASE WHEN f.redaction_revision IS NULL
+                                          THEN coalesce(nullif(o.sha256, ''), f.sha256) ELSE f.sha256 END,
                             updated_at = now()
           FROM jsonb_to_recordset(%s::jsonb)
                AS o(frame_id text, status text, reason text, width int, height int, image_format text, sha256 text)

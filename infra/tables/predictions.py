@@ -23,6 +23,8 @@ class NewPrediction:
     timings: dict[str, float]
     novelty: float | None = None
     unfamiliar: bool = False
+    # A detection version's boxes (vision.boxes.Box.as_dict()); None from a classifier.
+    boxes: list[dict] | None = None
 
 
 # One statement for all of a batch's predictions, their values as one JSON document: a statement per
@@ -30,15 +32,17 @@ class NewPrediction:
 # rows cost Postgres; one json.dumps of the whole list is the cheapest way to hand them over.
 _UPSERT_MANY = """
 INSERT INTO predictions (frame_id, model_version, label, confidence, probabilities, quality, timings, novelty,
-                         unfamiliar)
-SELECT frame_id, model_version, label, confidence, probabilities, quality, timings, novelty, unfamiliar
+                         unfamiliar, boxes)
+SELECT frame_id, model_version, label, confidence, probabilities, quality, timings, novelty, unfamiliar,
+       -- a JSON null (a classifier's) is stored as SQL NULL
+       CASE WHEN jsonb_typeof(boxes) = 'array' THEN boxes END
   FROM jsonb_to_recordset(%s::jsonb) AS r(frame_id text, model_version text, label text, confidence real,
                                           probabilities jsonb, quality jsonb, timings jsonb, novelty real,
-                                          unfamiliar boolean)
+                                          unfamiliar boolean, boxes jsonb)
 ON CONFLICT (frame_id, model_version) DO UPDATE
    SET label = EXCLUDED.label, confidence = EXCLUDED.confidence, probabilities = EXCLUDED.probabilities,
        quality = EXCLUDED.quality, timings = EXCLUDED.timings, novelty = EXCLUDED.novelty,
-       unfamiliar = EXCLUDED.unfamiliar
+       unfamiliar = EXCLUDED.unfamiliar, boxes = EXCLUDED.boxes
 """
 
 
@@ -78,7 +82,7 @@ async def recorded_outcome(conn: DbConnection, frame_ids: Sequence[str]) -> Reco
         (list(frame_ids),))
     rows = await cur.fetchall()
     cur = await conn.execute(
-        "SELECT r.frame_id, r.route, r.reason, r.workflow_id, p.label, p.confidence, p.model_version"
+        "SELECT r.frame_id, r.route, r.reason, r.workflow_id, p.label, p.confidence, p.model_version, p.boxes"
         "  FROM frame_routes r JOIN predictions p USING (frame_id)"
         " WHERE r.frame_id = ANY(%s) ORDER BY r.frame_id, r.route", (list(frame_ids),))
     routes = await cur.fetchall()
@@ -91,7 +95,7 @@ async def recorded_outcome(conn: DbConnection, frame_ids: Sequence[str]) -> Reco
 async def of_frame(conn: DbConnection, frame_id: str) -> list[Row]:
     """Every version's prediction of the frame, newest first."""
     cur = await conn.execute(
-        "SELECT model_version, label, confidence, probabilities, quality, novelty, unfamiliar, created_at"
+        "SELECT model_version, label, confidence, probabilities, quality, novelty, unfamiliar, boxes, created_at"
         " FROM predictions"
         " WHERE frame_id = %s ORDER BY created_at DESC",
         (frame_id,),

@@ -9,7 +9,8 @@ from typing import Any
 from infra.db import DbConnection
 
 COLUMNS = ("review_id", "frame_id", "batch_id", "object_key", "label", "reviewer_id", "reviewer_name", "decided_at",
-           "predicted_label", "model_confidence", "model_version", "is_correction", "note", "stage")
+           "predicted_label", "model_confidence", "model_version", "is_correction", "note", "stage",
+           "boxes")  # a detection task's box set (jsonb, migration 0018), None for a class decision
 
 _INSERT = (
     f"INSERT INTO review_labels ({', '.join(COLUMNS)}) VALUES ({', '.join(f'%({c})s' for c in COLUMNS)})"

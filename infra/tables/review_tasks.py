@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from infra.db import DbConnection, Row
 
 # Every column the workflow owns; `upsert_projection` binds each by name from the row it is given.
@@ -20,10 +22,11 @@ PROJECTION_COLUMNS = (
     "predicted_label", "confidence", "model_version", "classes", "reviews_required", "status", "stage",
     "priority", "escalated", "escalated_at", "claimed_by", "claimed_by_name", "claim_expires_at", "sla_due_at",
     "decided_by", "final_label", "corrected", "created_at", "decided_at",
+    "boxes", "final_boxes",  # detection tasks (migration 0018): the model's boxes, the decided set (jsonb)
 )
 # What a task never changes after it opens.
 _FIXED = {"review_id", "frame_id", "batch_id", "object_key", "camera_id", "site_id", "reason", "predicted_label",
-          "confidence", "model_version", "classes", "reviews_required", "created_at"}
+          "confidence", "model_version", "classes", "reviews_required", "created_at", "boxes"}
 
 _UPSERT = (
     f"INSERT INTO review_tasks ({', '.join(PROJECTION_COLUMNS)})"
@@ -32,6 +35,13 @@ _UPSERT = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in PROJECTION_COLUMNS if c not in _FIXED)
     + ", updated_at = now() WHERE review_tasks.version < EXCLUDED.version"
 )
+
+_BOX_COLUMNS = ("boxes", "final_boxes")
+
+
+def _jsonb(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, list) else value
+
 
 # Fields of a "next task" scope; each narrows the candidates to one value.
 SCOPE_FIELDS = ("camera_id", "site_id", "batch_id", "reason")
@@ -62,6 +72,7 @@ def _key_scope(sites: Sequence[str], cameras: Sequence[str]) -> tuple[str, dict[
 async def upsert_projection(conn: DbConnection, row: Mapping[str, Any]) -> bool:
     """Write the row unless a newer version is there; True when it was written. `row` holds at least
     PROJECTION_COLUMNS (other keys are ignored)."""
+    row = {**row, **{c: _jsonb(row.get(c)) for c in _BOX_COLUMNS}}  # absent on a classification task's row
     missing = [c for c in PROJECTION_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"projection row lacks {', '.join(missing)}")

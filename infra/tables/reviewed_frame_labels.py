@@ -10,9 +10,10 @@ from infra.db import DbConnection, Row
 
 async def decided_until(conn: DbConnection, until: datetime) -> list[Row]:
     """Every reviewed frame whose final label was decided up to `until`, with the sha256 validation
-    recorded for its bytes: (frame_id, object_key, sha256, label), ordered by frame id."""
+    recorded for its bytes: (frame_id, object_key, sha256, label, boxes), ordered by frame id; `boxes` is
+    the decided box set of a detection review or an import (migration 0018), None for a class decision."""
     cur = await conn.execute(
-        "SELECT l.frame_id, l.object_key, coalesce(f.sha256, '') AS sha256, l.label"
+        "SELECT l.frame_id, l.object_key, coalesce(f.sha256, '') AS sha256, l.label, l.boxes"
         "  FROM reviewed_frame_labels l LEFT JOIN frames f ON f.frame_id = l.frame_id"
         " WHERE l.decided_at <= %s ORDER BY l.frame_id",
         (until,),

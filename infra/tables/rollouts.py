@@ -118,6 +118,21 @@ SELECT count(*) AS frames,
  WHERE s.model_version = %(v)s AND s.created_at >= %(since)s
 """
 
+# A detection shadow's box sets beside production's on the same frames (both detection versions).
+_SHADOW_BOXES = """
+SELECT s.boxes AS shadow_boxes, p.boxes AS production_boxes
+  FROM shadow_predictions s
+  JOIN predictions p ON p.frame_id = s.frame_id AND p.model_version = %(prod)s
+ WHERE s.model_version = %(v)s AND s.created_at >= %(since)s AND s.boxes IS NOT NULL AND p.boxes IS NOT NULL
+"""
+
+
+async def shadow_box_pairs(conn: DbConnection, *, candidate: str, production: str, since: datetime) -> list[Row]:
+    """(shadow_boxes, production_boxes) per frame both detection versions answered in the stage."""
+    cur = await conn.execute(_SHADOW_BOXES, {"v": candidate, "prod": production, "since": since})
+    return await cur.fetchall()
+
+
 _ERRORS = """
 SELECT count(*) AS errors FROM prediction_errors
  WHERE model_version = %(v)s AND shadow = %(shadow)s AND created_at >= %(since)s

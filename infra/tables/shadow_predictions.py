@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from psycopg.types.json import Jsonb
+
 from infra.db import DbConnection
 
 
@@ -19,6 +21,7 @@ class ShadowPrediction:
     novelty: float | None
     unfamiliar: bool
     infer_ms: float | None
+    boxes: list[dict] | None = None  # a detection version's (vision.boxes.Box.as_dict())
 
 
 async def replace_of_frames(conn: DbConnection, frame_ids: Sequence[str], rows: Sequence[ShadowPrediction]) -> None:
@@ -37,11 +40,13 @@ async def upsert(conn: DbConnection, rows: Sequence[ShadowPrediction]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
             """
-            INSERT INTO shadow_predictions (frame_id, model_version, label, confidence, novelty, unfamiliar, infer_ms)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            INSERT INTO shadow_predictions (frame_id, model_version, label, confidence, novelty, unfamiliar, infer_ms,
+                                            boxes)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (frame_id, model_version) DO UPDATE
                SET label = EXCLUDED.label, confidence = EXCLUDED.confidence, novelty = EXCLUDED.novelty,
-                   unfamiliar = EXCLUDED.unfamiliar, infer_ms = EXCLUDED.infer_ms
+                   unfamiliar = EXCLUDED.unfamiliar, infer_ms = EXCLUDED.infer_ms, boxes = EXCLUDED.boxes
             """,
-            [(r.frame_id, r.model_version, r.label, r.confidence, r.novelty, r.unfamiliar, r.infer_ms) for r in rows],
+            [(r.frame_id, r.model_version, r.label, r.confidence, r.novelty, r.unfamiliar, r.infer_ms,
+              None if r.boxes is None else Jsonb(r.boxes)) for r in rows],
         )

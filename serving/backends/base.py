@@ -57,9 +57,26 @@ def default_backend() -> str:
     return "onnxruntime"
 
 
+class DetectionBackend(Protocol):
+    """A detection version's backend (vision.detector): one pass answers every output of the served
+    graph, boxes, scores, classes and (when calibrated) novelty, for vision.detector.decide_detections."""
+
+    name: str
+
+    def outputs(self, pixels: np.ndarray) -> list[np.ndarray]: ...
+
+
 def make_backend(name: str, manifest: Manifest, files: dict[str, bytes], *, threads: int | None = None) -> Backend:
     if name == "auto":
         name = default_backend()
+    if manifest.task == "detection" and name in ("torch-cuda", "torch-cpu"):
+        from serving.backends.torch_detector import TorchDetectorBackend
+
+        return TorchDetectorBackend(manifest, files[WEIGHTS], device="cuda" if name == "torch-cuda" else "cpu",
+                                    threads=threads, novelty=files.get(NOVELTY))  # type: ignore[return-value]
+    if manifest.task == "detection" and name == "tensorrt":
+        raise BackendUnavailable("detection versions are served by onnxruntime or torch; the TensorRT backend "
+                                 "builds classifiers only")
     if name == "onnxruntime":
         from serving.backends.onnx import OnnxRuntimeBackend
 

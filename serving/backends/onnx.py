@@ -39,6 +39,10 @@ class OnnxRuntimeBackend:
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self._run(pixels)[0]
 
+    def outputs(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Every output of one pass, in the graph's order: a detector's boxes, scores, classes[, novelty]."""
+        return self._run(pixels)
+
     def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self._run(pixels)
         return outputs[0], outputs[1] if self.has_novelty else None
