@@ -66,7 +66,8 @@ class BatchSweepActivities:
         batch_id, camera_id, site_id = row["batch_id"], row["camera_id"], row["site_id"]
         await self.temporal.start_workflow(
             WORKFLOW_NAME,
-            batch_input(self.settings, batch_id, camera_id, site_id, [], row["webhook_url"], row["frame_count"]),
+            batch_input(self.settings, batch_id, camera_id, site_id, [], row["webhook_url"], row["frame_count"],
+                        row.get("model")),
             **start_options(batch_id, camera_id, site_id, self.settings.orchestration_task_queue),
         )
         async with self.pool.connection() as conn:

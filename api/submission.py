@@ -30,7 +30,16 @@ from infra.store import (
 from infra.tables.api_keys import Principal
 from infra.tables.webhook_subscriptions import validate_webhook_url
 from vision.formats import sniff_image_type
-from workflows.batch_types import KEY_PATTERN, MAX_KEY, MAX_NAME, NAME_PATTERN, SubmittedFrame
+from workflows.batch_types import (
+    DEFAULT_MODEL,
+    KEY_PATTERN,
+    MAX_KEY,
+    MAX_MODEL,
+    MAX_NAME,
+    MODEL_PATTERN,
+    NAME_PATTERN,
+    SubmittedFrame,
+)
 
 if TYPE_CHECKING:
     from vision.redaction import Redacted
@@ -38,7 +47,7 @@ if TYPE_CHECKING:
 # Whether a site's camera has redaction on (api.services.privacy.in_force, bound to the pool).
 RedactionCheck = Callable[[str, str], Awaitable[bool]]
 
-_NAME, _KEY = re.compile(NAME_PATTERN), re.compile(KEY_PATTERN)
+_NAME, _KEY, _MODEL = re.compile(NAME_PATTERN), re.compile(KEY_PATTERN), re.compile(MODEL_PATTERN)
 MAX_FILENAME = 255
 
 
@@ -100,6 +109,7 @@ class Submission:
     webhook_url: str | None
     uploads: list[Upload] | None = None
     stored: list[SubmittedFrame] | None = None
+    model: str = DEFAULT_MODEL  # the alias or version the batch names; checked against the registry on submit
 
     @property
     def frame_count(self) -> int:
@@ -126,9 +136,13 @@ class Submission:
     def fingerprint(self) -> str:
         """What the request asked for: the same idempotency key with other frames is another request. Named
         by the bytes received (not by where a redacted frame is stored), so the same request again is the
-        same request whether or not, and under whichever revision, its frames are redacted."""
+        same request whether or not, and under whichever revision, its frames are redacted. A batch naming
+        a model other than production is another request than the same frames for production (a batch
+        naming none, or production, has the fingerprint batches had before they could name one)."""
         keys = ([u.received_key for u in self.uploads] if self.uploads is not None
                 else [f.object_key for f in self.stored or []])
+        if self.model != DEFAULT_MODEL:
+            keys.append(f"model={self.model}")
         return sha256_hex("\n".join(keys).encode())
 
 
@@ -145,6 +159,20 @@ def check_key(value: str) -> str:
     if not _KEY.match(value):
         raise HTTPException(422, f"idempotency_key {value[:140]!r} must be 1-{MAX_KEY} characters of letters, "
                                  "digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def model_refused(value: str, reason: str) -> HTTPException:
+    """422 naming the field, as the review API's refusals do."""
+    return HTTPException(422, {"error": "InvalidModel", "field": "model",
+                               "message": f"model {value[:100]!r} {reason}"})
+
+
+def check_model(value: str) -> str:
+    """An alias or a version name: 1-64 plain characters (whether it exists, BatchService.submit asks)."""
+    if not _MODEL.match(value):
+        raise model_refused(value, f"must be an alias or a version name: 1-{MAX_MODEL} characters of letters, "
+                                   "digits, '.', '_' or '-', starting with a letter or digit")
     return value
 
 
@@ -234,14 +262,20 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
         try:
             body = BatchFromStore.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+            errors = exc.errors(include_url=False, include_context=False)
+            bad_model = next((e for e in errors if tuple(e["loc"]) == ("model",)), None)
+            if bad_model is not None:  # named as the multipart form's is
+                raise model_refused(str(bad_model.get("input", "")), "must be an alias or a version name: "
+                                    f"1-{MAX_MODEL} characters of letters, digits, '.', '_' or '-'") from None
+            raise HTTPException(422, errors) from None
         if redacting is not None and await redacting(body.site_id, body.camera_id):
             raise HTTPException(422, f"camera_id {body.camera_id!r} of site {body.site_id!r} has redaction on: its "
                                      "frames are redacted before they are stored, and an upload is stored as sent; "
                                      "send them as multipart/form-data files to POST /v1/batches instead")
         stored = await asyncio.to_thread(_check_stored, store, body, settings, caller)
         key = body.idempotency_key or header_key or sha256_hex("\n".join(f.object_key for f in stored).encode())[:32]
-        submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored)
+        submission = Submission(body.camera_id, body.site_id, key, body.webhook_url, stored=stored,
+                                model=body.model or DEFAULT_MODEL)
     elif content_type.startswith("multipart/form-data"):
         # `async with`: the form's spooled files are closed once their bytes are read, whatever happens.
         async with request.form(max_files=settings.max_frames_per_batch + 1, max_fields=FORM_LIMITS["max_fields"],
@@ -253,11 +287,13 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
             key = str(form.get("idempotency_key") or "") or header_key or sha256_hex(
                 b"".join(bytes.fromhex(u.sha256) for u in uploads))[:32]
             submission = Submission(camera_id, str(form.get("site_id") or "default"), key,
-                                    str(form.get("webhook_url") or "") or None, uploads=uploads)
+                                    str(form.get("webhook_url") or "") or None, uploads=uploads,
+                                    model=str(form.get("model") or "") or DEFAULT_MODEL)
     else:
         raise HTTPException(415, "send multipart/form-data with image files, or application/json naming stored objects")
     check_id("camera_id", submission.camera_id)
     check_id("site_id", submission.site_id)
     check_key(submission.idempotency_key)
+    check_model(submission.model)
     submission.webhook_url = check_webhook_url(submission.webhook_url)
     return submission

@@ -6,6 +6,14 @@ conditions, rolled out (shadow, then 25% and 50% canary stages, gates judged on 
 flowing) and, once promoted, measured again through the production alias. It drives the API with the
 same code as `sightline demo` (cli.loop_story).
 
+With `--task detection` the same loop runs on a detector: production is the detector trained on a
+fresh stack (`SIGHTLINE_BOOTSTRAP_TASK=detection .venv/bin/sightline up`), the scripted reviewer answers
+detection tasks with the boxes the camera drew, retraining trains a detection candidate on them, the
+shadow gate judges box agreement, and mAP@0.5 (pycocotools, on boxes answered through serving) is what
+is measured and recovered:
+    SIGHTLINE_DATA_DIR=/tmp/det-loop SIGHTLINE_BOOTSTRAP_TASK=detection .venv/bin/sightline up
+    SIGHTLINE_DATA_DIR=/tmp/det-loop .venv/bin/python bench/closed_loop.py --task detection
+
 Needs the local stack (`.venv/bin/sightline up`); on a stack that retrained within the cooldown
 (`SIGHTLINE_RETRAINING_COOLDOWN_S`) the policy waits, so run it on a fresh data dir:
     .venv/bin/python bench/closed_loop.py
@@ -40,7 +48,10 @@ from cli.loop_story import Line, make_keys, rollout_plan
 from infra.settings import get_settings
 from infra.store import put_frame, store_from_settings
 from serving.client import ServingClient
+from vision.boxes import Box, boxes_from
 from vision.camera import NORMAL, Conditions, GeneratedFrame, generate_frames
+from vision.detection_metrics import mean_average_precision
+from vision.detector_training import DEFECT_CLASSES
 
 
 async def accuracy(serving: ServingClient, store: Any, frames: list[GeneratedFrame], model: str) -> float:
@@ -53,6 +64,20 @@ async def accuracy(serving: ServingClient, store: Any, frames: list[GeneratedFra
         correct += sum(by_id.get(fid) == f.label for (fid, _), f in zip(keys[i : i + 64], frames[i : i + 64],
                                                                          strict=True))
     return correct / len(frames)
+
+
+async def mean_ap(serving: ServingClient, store: Any, frames: list[GeneratedFrame], model: str) -> float:
+    """mAP@0.5 of a detection version (a version name or alias) on these frames, their boxes answered
+    through serving (decode, resize, the ONNX graph's peaks), against the boxes the camera drew."""
+    keys = [(f"eval-{i}", put_frame(store, f.jpeg(), "image/jpeg")) for i, f in enumerate(frames)]
+    answered: dict[str, list[Box]] = {}
+    for i in range(0, len(keys), 64):
+        response = await serving.classify(keys[i : i + 64], model=model)
+        answered.update({p.frame_id: boxes_from(p.boxes or []) for p in response.predictions})
+    metrics = mean_average_precision([f.boxes for f in frames], [answered.get(fid, []) for fid, _ in keys],
+                                     DEFECT_CLASSES)
+    print(f"    {model}: mAP@0.5 {metrics['map_50']:.4f}, AP@0.5 by class {metrics['ap50_by_class']}", flush=True)
+    return float(metrics["map_50"])
 
 
 def print_changes() -> Any:
@@ -85,12 +110,19 @@ async def run(args: argparse.Namespace) -> int:
                                      start=seq * args.batch_frames)
             return await line.send_batch(camera, frames, f"b{seq}")
 
-        v1 = (await http.get("/v1/models/production", headers=line.auth("ml-engineer"))).json()["version"]
+        production = (await http.get("/v1/models/production", headers=line.auth("ml-engineer"))).json()
+        v1, task = production["version"], production["card"].get("task", "classification")
+        if task != args.task:
+            print(f"production {v1} is a {task} version, and --task {args.task} was asked: start the stack on a "
+                  f"fresh data dir with SIGHTLINE_BOOTSTRAP_TASK={args.task}")
+            return 2
+        # What "recovered" compares: accuracy for a classifier, mAP@0.5 (pycocotools) for a detector.
+        score, metric = (mean_ap, "mAP@0.5") if task == "detection" else (accuracy, "accuracy")
         normal_eval = generate_frames(f"eval-normal-{tag}", args.eval_frames, seed=501)
         shifted_eval = generate_frames(f"eval-shift-{tag}", args.eval_frames, seed=502, conditions=shift)
-        pre = await accuracy(serving, store, normal_eval, v1)
-        v1_shifted = await accuracy(serving, store, shifted_eval, v1)
-        print(f"production {v1}: accuracy {pre:.4f} on normal conditions, {v1_shifted:.4f} after the shift "
+        pre = await score(serving, store, normal_eval, v1)
+        v1_shifted = await score(serving, store, shifted_eval, v1)
+        print(f"production {v1}: {metric} {pre:.4f} on normal conditions, {v1_shifted:.4f} after the shift "
               f"(brightness {args.brightness}, defects drawn the changed way); {args.eval_frames} frames each")
 
         review_task = asyncio.create_task(line.review())
@@ -121,7 +153,7 @@ async def run(args: argparse.Namespace) -> int:
                     retraining_id = report.get("retraining_workflow_id")
             if retraining_id is None:
                 print(f"no retraining started within {args.max_shift_frames} frames after the shift")
-                print(f"closed loop: recovered 0% of pre-shift accuracy with {line.labels_given} labels, "
+                print(f"closed loop: recovered 0% of pre-shift {metric} with {line.labels_given} labels, "
                       f"drift after {detected if detected is not None else 'never'} frames, promoted nothing")
                 return 1
 
@@ -140,10 +172,14 @@ async def run(args: argparse.Namespace) -> int:
                 return 1
             card = (await http.get(f"/v1/models/{candidate}", headers=line.auth("ml-engineer"))).json()["card"]
             labels_used = card["data"]["counts"]["by_source"].get("reviewed", 0)
-            after_retrain = await accuracy(serving, store, shifted_eval, candidate)
-            print(f"candidate {candidate} ({run_state['outcome']}: {run_state.get('outcome_reason')}): accuracy "
+            after_retrain = await score(serving, store, shifted_eval, candidate)
+            print(f"candidate {candidate} ({run_state['outcome']}: {run_state.get('outcome_reason')}): {metric} "
                   f"{after_retrain:.4f} on the shifted conditions; trained on {labels_used} reviewed labels "
-                  f"({line.labels_given} given in all, {line.labels_after_shift} after the shift)")
+                  f"({line.labels_given} given in all, {line.box_sets_given} of them box sets, "
+                  f"{line.labels_after_shift} after the shift)")
+            if task == "detection":
+                by_class = {name: s.get("ap50_by_class") for name, s in (card.get("metrics") or {}).items()}
+                print(f"  its model card: AP@0.5 by class per set {by_class}")
 
             rollout = await line.roll_out(
                 candidate, rollout_plan(args.stage_frames), lambda: batch(shift),
@@ -158,7 +194,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"    gate {gate['stage']}: {'passed' if gate['passed'] else 'FAILED'} ({checks})")
         if rollout["status"] != "promoted":
             print(f"rollout {rollout['status']}: {rollout.get('reason')}")
-            print(f"closed loop: recovered 0% of pre-shift accuracy with {labels_used} labels, drift after "
+            print(f"closed loop: recovered 0% of pre-shift {metric} with {labels_used} labels, drift after "
                   f"{detected} frames, promoted nothing ({rollout['status']})")
             return 1
         # Production now answers with the candidate: measured through the alias, as every batch is, once
@@ -170,11 +206,11 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"serving still answers production with another version than {candidate}")
                 return 1
             await asyncio.sleep(1)
-        promoted_accuracy = await accuracy(serving, store, shifted_eval, "production")
+        promoted_accuracy = await score(serving, store, shifted_eval, "production")
         recovered = promoted_accuracy / pre if pre else 0.0
-        print(f"production after promotion: accuracy {promoted_accuracy:.4f} on the shifted conditions")
+        print(f"production after promotion: {metric} {promoted_accuracy:.4f} on the shifted conditions")
         print(f"wall time {time.monotonic() - started:.0f}s")
-        print(f"closed loop: recovered {recovered:.1%} of pre-shift accuracy with {labels_used} labels, "
+        print(f"closed loop: recovered {recovered:.1%} of pre-shift {metric} with {labels_used} labels, "
               f"drift after {detected} frames, promoted {candidate} in {promoted_after:.0f} s")
         return 0
 
@@ -188,6 +224,9 @@ def main() -> None:
     parser.add_argument("--brightness", type=float, default=0.65, help="the shifted line's lighting")
     parser.add_argument("--eval-frames", type=int, default=400, help="held-out frames per condition")
     parser.add_argument("--stage-frames", type=int, default=64, help="the candidate's frames per rollout stage")
+    parser.add_argument("--task", default="classification", choices=("classification", "detection"),
+                        help="detection: production is a detector (a stack started with "
+                             "SIGHTLINE_BOOTSTRAP_TASK=detection) and mAP@0.5 is what is recovered")
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

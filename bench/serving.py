@@ -4,7 +4,8 @@
     .venv/bin/python bench/serving.py --backend torch-cuda --input-size 224   # on a GPU host
 
 1. One model version is registered (random initial weights: throughput does not depend on the
-   weights) in a registry and object store of its own.
+   weights; `--task detection --weights det.pt` serves a trained detector) in a registry and object
+   store of its own.
 2. Raw: the backend alone, built from the same verified artifacts, on resized uint8 frames (the model
    normalises in its graph), at each --batch-sizes and, on a CPU backend, in both ways of using the
    cores: one instance with every core's thread, or one single-threaded instance per core. The best
@@ -53,7 +54,7 @@ from serving.backends.base import (
 from serving.config import ServingConfig
 from vision.artifacts import load_verified
 from vision.camera import CLASSES, generate_frames
-from vision.detector import DETECTOR_ARCHITECTURE, build_detector, decide_detections
+from vision.detector import DETECTOR_ARCHITECTURE, build_detector, decide_detections, load_detector
 from vision.detector_training import DEFECT_CLASSES
 from vision.model import build_model
 from vision.processing import Processing
@@ -227,7 +228,9 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch-cuda, torch-cpu, tensorrt or auto")
     ap.add_argument("--architecture", default="mobilenet_v3_small")
     ap.add_argument("--task", default="classification", choices=("classification", "detection"),
-                    help="detection: the detector (vision.detector), untrained, served as a detection version")
+                    help="detection: the detector (vision.detector), served as a detection version")
+    ap.add_argument("--weights", default="", help="with --task detection: a trained detector's state dict "
+                    "(`python -m bench.detector --save det.pt`) instead of initial weights")
     ap.add_argument("--input-size", type=int, default=128)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--frames-per-request", type=int, default=Settings().classify_chunk_size,
@@ -280,8 +283,11 @@ def main() -> None:
         if args.task == "detection":
             processing = Processing(classes=DEFECT_CLASSES, input_size=args.input_size)
             args.architecture = DETECTOR_ARCHITECTURE
-            result = TrainingResult(build_detector(len(DEFECT_CLASSES)).eval(), processing, DETECTOR_ARCHITECTURE,
-                                    {"note": "untrained, for benchmarking"}, "bench", {}, task="detection")
+            detector = (load_detector(len(DEFECT_CLASSES), Path(args.weights).read_bytes()) if args.weights
+                        else build_detector(len(DEFECT_CLASSES)).eval())
+            note = f"trained ({args.weights}), for benchmarking" if args.weights else "untrained, for benchmarking"
+            result = TrainingResult(detector, processing, DETECTOR_ARCHITECTURE, {"note": note}, "bench", {},
+                                    task="detection")
         else:
             processing = Processing(classes=CLASSES, input_size=args.input_size)
             model = build_model(args.architecture, len(CLASSES)).eval()

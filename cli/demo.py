@@ -54,11 +54,19 @@ def demo_command(
                                 help="API key (role ingest); by default one is made in the local database"),
     edge_only: bool = typer.Option(False, "--edge-only",
                                    help="only the story's edge chapter: a link drops and returns, every frame arrives"),
+    detection_only: bool = typer.Option(False, "--detection-only",
+                                        help="only the story's detection chapter: a detector serves one camera, "
+                                             "its boxes on the reviewer page (a screenshot under the data dir)"),
 ) -> None:
     """The whole loop on the local stack: two cameras, a scripted reviewer, a lighting shift, drift,
-    retraining, shadow and canary, promotion. With --one-batch: submit generated frames (and one corrupt
+    retraining, shadow and canary, promotion, an edge agent's dropped link, a detector on one camera with
+    its boxes on the reviewer page. With --one-batch: submit generated frames (and one corrupt
     file) as a batch and wait for the result."""
     settings = get_settings()
+    if detection_only:
+        from cli.detection_story import run as run_detection_chapter
+
+        raise typer.Exit(run_detection_chapter(settings, console))
     if edge_only:
         from cli.edge_story import run as run_edge_chapter
 

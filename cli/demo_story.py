@@ -2,8 +2,10 @@
 watches two generated camera lines; a scripted reviewer answers the review queue; the lighting shifts
 and the defects change look; drift is detected; retraining runs on the reviewers' labels; the candidate
 goes through shadow and canary stages and is promoted; the line's accuracy recovers; then an edge agent's
-link drops and returns and every frame it captured meanwhile arrives (cli.edge_story). It ends with a
-table of what happened and the Temporal UI link of each kind of workflow it ran.
+link drops and returns and every frame it captured meanwhile arrives (cli.edge_story); last, a detector
+serves one camera while production stays the classifier, and the reviewer page is photographed with the
+model's boxes drawn (cli.detection_story). It ends with a table of what happened and the Temporal UI
+link of each kind of workflow it ran.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import edge_story
+from cli import detection_story, edge_story
 from cli.loop_story import Line, make_keys, rollout_plan
 from infra.settings import Settings
 from infra.stack_urls import database_url
@@ -226,7 +228,8 @@ async def tell(settings: Settings, console: Console, batch_frames: int = 32, nor
             await _roll_out(story, candidate, stage_frames)
             await _after(story, candidate, after_batches)
             await edge_story.tell(settings, console, keys["ingest"])
-        except (StoryFailed, edge_story.EdgeChapterFailed) as exc:
+            detection = await detection_story.tell(settings, console)
+        except (StoryFailed, edge_story.EdgeChapterFailed, detection_story.DetectionChapterFailed) as exc:
             console.print(f"[red]the story stopped:[/] {exc}")
             return 1
         finally:
@@ -236,22 +239,27 @@ async def tell(settings: Settings, console: Console, batch_frames: int = 32, nor
                                   headers=line.auth("reviewer"))).json()["tasks"]
         if reviews:
             story.links["review task"] = reviews[0]["temporal_ui_url"]
-    _summary(story, line, time.monotonic() - started)
+    story.links.update(detection.links)
+    _summary(story, line, time.monotonic() - started, detection)
     return 0
 
 
-def _summary(story: Story, line: Line, seconds: float) -> None:
+def _summary(story: Story, line: Line, seconds: float,
+             detection: detection_story.DetectionOutcome | None = None) -> None:
     table = Table("part of the story", "frames", "accuracy", "models answering", title="what happened")
     for phase in story.phases:
         table.add_row(phase.name, str(phase.total), phase.accuracy, ", ".join(sorted(phase.models)))
     story.console.print(table)
     story.console.print(f"labels from the reviewer: {line.labels_given} ({line.labels_after_shift} after the shift); "
                         f"{seconds:.0f} s in all")
-    # HOOK (issue 26): detection tasks are decided with box sets by the scripted reviewer (cli.loop_story);
-    # they appear once the demo's production version is a detector. The demo registers the classifier
-    # today, so this line stays silent until a detection version is rolled out in the story.
+    # The story's own line is the classifier's: its reviewer gives box sets only if a detection version
+    # were rolled out as production. The detection chapter's camera names its detector instead.
     if line.box_sets_given:
         story.console.print(f"box sets reviewed: {line.box_sets_given} (boxes drawn on the reviewer page at /review)")
+    if detection is not None:
+        story.console.print(detection_story.outcome_table(detection))
+        if detection.screenshot is not None:
+            story.console.print(f"screenshot of the reviewer page with the detector's boxes: {detection.screenshot}")
     for name, url in story.links.items():
         story.console.print(f"Temporal UI, {name}: {url}")
 

@@ -62,11 +62,15 @@ class Line:
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
-    async def send_batch(self, camera: str, frames: list[GeneratedFrame], key: str) -> dict[str, Any]:
-        """Submit the frames as one batch and wait for it; the batch as GET /v1/batches/{id} shows it."""
+    async def send_batch(self, camera: str, frames: list[GeneratedFrame], key: str,
+                         model: str | None = None) -> dict[str, Any]:
+        """Submit the frames as one batch and wait for it; the batch as GET /v1/batches/{id} shows it.
+        `model`: the alias or version that answers it (None: production)."""
         files = [("frames", (f"{key}-{i}.jpg", f.jpeg(), "image/jpeg")) for i, f in enumerate(frames)]
-        response = await self.http.post("/v1/batches", files=files, headers=self.auth("ingest"),
-                                        data={"camera_id": camera, "site_id": self.site, "idempotency_key": key})
+        form = {"camera_id": camera, "site_id": self.site, "idempotency_key": key}
+        if model:
+            form["model"] = model
+        response = await self.http.post("/v1/batches", files=files, headers=self.auth("ingest"), data=form)
         response.raise_for_status()
         batch_id: str = response.json()["batch_id"]
         for position, frame in enumerate(frames):

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # How serving trains model v1 when none is registered: "standard" (a few minutes on the CPU) or
     # "tiny" (a small 64 px model in under a minute, for CI and smoke tests).
     bootstrap_profile: Literal["standard", "tiny"] = "standard"
+    # What model v1 answers: "classification" (a label per frame) or "detection" (boxes per frame: the
+    # detector of vision.detector_training, same profile names; "standard" takes about 9 minutes).
+    bootstrap_task: Literal["classification", "detection"] = "classification"
     # The Ray Serve HTTP endpoint (outside callers; the inference activities when the transport is http).
     serving_url: str = "http://127.0.0.1:8001"
     # How the inference worker reaches the Serve application: "http" through Serve's proxy, or

@@ -90,10 +90,14 @@ def ensure_production_model(config: ServingConfig, settings: Settings, bootstrap
         if not bootstrap:
             raise SystemExit("no model version has the alias 'production': "
                              "run `sightline model bootstrap` first") from None
-    log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)")
+    log.info("no production model yet: training version 1 on generated frames (a few minutes on the CPU)",
+             task=settings.bootstrap_task)
+    from vision.detector_training import DETECTOR_PROFILES
     from vision.training import PROFILES
 
-    version = bootstrap_model(registry, store_from_settings(settings), PROFILES[settings.bootstrap_profile],
+    first = (DETECTOR_PROFILES[settings.bootstrap_profile] if settings.bootstrap_task == "detection"
+             else PROFILES[settings.bootstrap_profile])
+    version = bootstrap_model(registry, store_from_settings(settings), first,
                               progress=lambda p: log.info("training", **p))
     log.info("bootstrapped production model", version=version.version, metrics=version.metrics)
     return version.version

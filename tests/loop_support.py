@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -92,26 +93,35 @@ async def record_site_frames(pool: DbPool, site_id: str, model_version: str, row
     return batch_id
 
 
+async def insert_stored_frames(conn: AsyncConnection[Any], store: ObjectStore, batch_id: str, site_id: str,
+                               frames: Sequence[GeneratedFrame]) -> list[tuple[str, str, GeneratedFrame]]:
+    """A completed batch of frames stored (content-addressed) and recorded: (frame id, object key, frame)
+    for each, for the caller to add the review rows its test needs."""
+    await conn.execute(
+        "INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count)"
+        " VALUES (%s, 'cam-reviewed', %s, %s, 'completed', %s)", (batch_id, site_id, batch_id, len(frames)))
+    stored = []
+    for i, frame in enumerate(frames):
+        data = frame.jpeg()
+        key = put_frame(store, data, "image/jpeg")
+        frame_id = f"{batch_id}:{i:04d}"
+        await conn.execute(
+            "INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, size_bytes, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'accepted')",
+            (frame_id, batch_id, i, key, sha256_hex(data), len(data)))
+        stored.append((frame_id, key, frame))
+    return stored
+
+
 async def record_reviewed_frames(pool: DbPool, store: ObjectStore, frames: Sequence[GeneratedFrame],
                                  site_id: str = "plant-retrain") -> list[str]:
-    """Frames stored (content-addressed) and recorded, each with a decided review task whose final label
-    is the frame's true class: what a reviewer's decisions leave behind."""
+    """Frames stored and recorded, each with a decided review task whose final label is the frame's true
+    class: what a reviewer's decisions leave behind."""
     batch_id = f"batch-reviewed-{uuid.uuid4().hex[:10]}"
     now = datetime.now(UTC)
-    frame_ids = []
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count)"
-            " VALUES (%s, 'cam-reviewed', %s, %s, 'completed', %s)", (batch_id, site_id, batch_id, len(frames)))
-        for i, frame in enumerate(frames):
-            data = frame.jpeg()
-            key = put_frame(store, data, "image/jpeg")
-            frame_id = f"{batch_id}:{i:04d}"
-            frame_ids.append(frame_id)
-            await conn.execute(
-                "INSERT INTO frames (frame_id, batch_id, position, object_key, sha256, size_bytes, status)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'accepted')",
-                (frame_id, batch_id, i, key, sha256_hex(data), len(data)))
+        stored = await insert_stored_frames(conn, store, batch_id, site_id, frames)
+        for frame_id, key, frame in stored:
             await conn.execute(
                 """INSERT INTO review_tasks (review_id, version, run_id, frame_id, batch_id, object_key, camera_id,
                        site_id, reason, predicted_label, confidence, classes, status, priority, final_label,
@@ -119,7 +129,7 @@ async def record_reviewed_frames(pool: DbPool, store: ObjectStore, frames: Seque
                    VALUES (%s, 1, 'r', %s, %s, %s, 'cam-reviewed', %s, 'low_confidence', 'ok', 0.5,
                            '{ok,scratch,dent,stain}', 'decided', 1, %s, %s, %s)""",
                 (f"review-{frame_id}", frame_id, batch_id, key, site_id, frame.label, now, now))
-    return frame_ids
+    return [frame_id for frame_id, _, _ in stored]
 
 
 def shifted_frames(camera_id: str, count: int, seed: int) -> list[GeneratedFrame]:

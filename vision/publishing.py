@@ -2,7 +2,8 @@
 set, register.
 
 `bootstrap` is what `sightline model bootstrap` and a first `python -m serving.deploy` run: train
-version 1 on generated frames and make it production.
+version 1 on generated frames and make it production (a classifier, or a detector for a
+`DetectorConfig`: `SIGHTLINE_BOOTSTRAP_TASK=detection`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.settings import get_settings
 from infra.store import ObjectStore
@@ -19,6 +20,9 @@ from vision.model import export_onnx, weights_bytes
 from vision.registry import ModelRegistry, ModelVersion
 from vision.signatures import ModelSigner, signer_from_settings
 from vision.training import TrainingConfig, TrainingResult, train
+
+if TYPE_CHECKING:
+    from vision.detector_training import DetectorConfig
 
 
 def model_card(result: TrainingResult, *, reason: dict[str, Any], data: dict[str, Any] | None = None,
@@ -77,12 +81,15 @@ def _export(result: TrainingResult) -> bytes:
     return export_onnx(result.model, result.processing, result.novelty)
 
 
-def bootstrap(registry: ModelRegistry, store: ObjectStore, config: TrainingConfig | None = None,
+def bootstrap(registry: ModelRegistry, store: ObjectStore, config: TrainingConfig | DetectorConfig | None = None,
               promote: bool = True, progress: Callable[[dict], None] | None = None,
               created_by: str = "bootstrap", signer: ModelSigner | None = None) -> ModelVersion:
-    """Train a first version and, when `promote` and no production model exists yet, make it production."""
+    """Train a first version and, when `promote` and no production model exists yet, make it production.
+    A `DetectorConfig` trains a detector: its card's metrics carry mAP and AP by class per set."""
+    from vision.detector_training import DetectorConfig, train_detector
+
     config = config or TrainingConfig()
-    result = train(config, progress)
+    result = train_detector(config, progress) if isinstance(config, DetectorConfig) else train(config, progress)
     base = config.base_set()
     counts = {"by_source": {"generated": base.train_frames + base.calibration_frames + base.holdout_frames},
               "by_split": {"train": base.train_frames, "calibration": base.calibration_frames,

@@ -9,7 +9,14 @@ from typing import Any, Protocol
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from workflows import search_attributes as sa
-from workflows.batch_types import BatchStatus, FrameBatchInput, ReviewOpening, RoutingRules, SubmittedFrame
+from workflows.batch_types import (
+    DEFAULT_MODEL,
+    BatchStatus,
+    FrameBatchInput,
+    ReviewOpening,
+    RoutingRules,
+    SubmittedFrame,
+)
 
 
 class BatchSettings(Protocol):
@@ -39,11 +46,12 @@ def routing_rules(settings: BatchSettings) -> RoutingRules:
 
 
 def batch_input(settings: BatchSettings, batch_id: str, camera_id: str, site_id: str, frames: list[SubmittedFrame],
-                webhook_url: str | None, frame_count: int = 0) -> FrameBatchInput:
+                webhook_url: str | None, frame_count: int = 0, model: str | None = None) -> FrameBatchInput:
     """A batch's workflow input: `frames` for a batch that records its own (a camera stream's),
-    `frame_count` for one the API recorded."""
+    `frame_count` for one the API recorded; `model`: the alias or version the batch names (its row's
+    `model`; None, as on a batch recorded before batches named one: production)."""
     return FrameBatchInput(batch_id, camera_id, site_id, frames, chunk_size=settings.classify_chunk_size,
-                           webhook_url=webhook_url, rules=routing_rules(settings),
+                           webhook_url=webhook_url, rules=routing_rules(settings), model_alias=model or DEFAULT_MODEL,
                            inference_task_queue=settings.inference_task_queue, frame_count=frame_count,
                            steps_version=1, reviews=ReviewOpening(
                                dict(settings.review_sla_seconds), settings.review_claim_lease_seconds,

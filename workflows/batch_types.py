@@ -12,6 +12,11 @@ WORKFLOW_NAME = "FrameBatchWorkflow"
 MAX_NAME, MAX_KEY = 64, 128
 NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$"  # camera and site ids
 KEY_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_KEY - 1}}}$"  # idempotency keys
+# What classifies a batch that names no model: the production alias. A batch may name another alias or a
+# version (POST /v1/batches `model`); only production's frames follow the live traffic split (canary, shadow).
+DEFAULT_MODEL = "production"
+MAX_MODEL = 64  # serving's request schema allows this much (serving.schema.ClassifyRequest.model)
+MODEL_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL - 1}}}$"
 # ':' is outside both alphabets, so the parts of an id are always recoverable: two different
 # (site, camera, key) triples can never name one batch.
 SEPARATOR = ":"

@@ -11,12 +11,18 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from api.auth import require_scope
 from api.callers import BatchReader, IngestCaller
 from api.deps import BatchServiceDep, DbDep, SettingsDep, StoreDep
-from api.schemas.batches import BatchAccepted, BatchDetail, BatchPage, PredictionPage
+from api.schemas.batches import MODEL_DESCRIPTION, BatchAccepted, BatchDetail, BatchPage, PredictionPage
 from api.services import privacy
-from api.services.batches import AdmissionRefused, ConflictingResubmission, InvalidCursor, UnregisteredWebhook
+from api.services.batches import (
+    AdmissionRefused,
+    ConflictingResubmission,
+    InvalidCursor,
+    UnknownModel,
+    UnregisteredWebhook,
+)
 from api.services.privacy import RedactionRefused
-from api.submission import read_submission
-from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
+from api.submission import model_refused, read_submission
+from workflows.batch_types import DEFAULT_MODEL, KEY_PATTERN, MODEL_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -29,6 +35,8 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
         "idempotency_key": {"type": "string", "pattern": KEY_PATTERN,
                             "description": "same key, same batch; defaults to a digest of the frames"},
         "webhook_url": {"type": "string", "description": "alerts for confident defects are POSTed here, signed"},
+        "model": {"type": "string", "pattern": MODEL_PATTERN, "default": DEFAULT_MODEL, "example": "v7",
+                  "description": MODEL_DESCRIPTION},
         "frames": {"type": "array", "items": {"type": "string", "format": "binary"},
                    "description": "JPEG, PNG or WebP images, in order"},
     },
@@ -50,7 +58,8 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such bat
         429: {"description": "the site has as many batches in flight as it may; retry after `Retry-After` s"},
         413: {"description": "too many frames, or a frame too large (the reason names the frame)"},
         415: {"description": "a frame of a type that is not accepted (the reason names the frame)"},
-        422: {"description": "a missing or malformed field, or a named object that is not in the store"},
+        422: {"description": "a missing or malformed field, a named object that is not in the store, or a `model` "
+                             "that names no version or alias (`detail.field` is `model`)"},
     },
     openapi_extra={
         "requestBody": {
@@ -76,6 +85,8 @@ async def submit_batch(request: Request, response: Response, caller: IngestCalle
         raise HTTPException(429, str(refused), headers={"Retry-After": str(refused.retry_after_s)}) from None
     except ConflictingResubmission as conflict:
         raise HTTPException(409, str(conflict)) from None
+    except UnknownModel as unknown:
+        raise model_refused(unknown.model, unknown.why) from None
     except (UnregisteredWebhook, RedactionRefused) as refused:
         raise HTTPException(422, str(refused)) from None
     if not (accepted.created or accepted.rerun):  # nothing new was started

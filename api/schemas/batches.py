@@ -8,7 +8,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.schemas.camera_health import CameraHealth
-from workflows.batch_types import KEY_PATTERN, NAME_PATTERN
+from workflows.batch_types import DEFAULT_MODEL, KEY_PATTERN, MAX_MODEL, MODEL_PATTERN, NAME_PATTERN
+
+MODEL_DESCRIPTION = ("the model that answers the batch: an alias (production, candidate, shadow) or a version "
+                     "name (v7); default production, whose frames alone follow a rollout's canary and shadow "
+                     "split. A version or alias that does not exist answers 422 naming the field `model`")
 
 
 class StoredFrame(BaseModel):
@@ -24,6 +28,8 @@ class BatchFromStore(BaseModel):
     site_id: str = Field("default", pattern=NAME_PATTERN, examples=["plant-a"])
     idempotency_key: str | None = Field(None, pattern=KEY_PATTERN, examples=["shift-42-batch-7"])
     webhook_url: str | None = Field(None, max_length=2048, examples=["https://alerts.example.com/sightline"])
+    model: str | None = Field(None, max_length=MAX_MODEL, pattern=MODEL_PATTERN, description=MODEL_DESCRIPTION,
+                              examples=[DEFAULT_MODEL, "v7"])
     frames: list[StoredFrame] = Field(min_length=1, max_length=1024)
 
     model_config = {
@@ -88,7 +94,9 @@ class BatchSummary(BaseModel):
     unfamiliar_count: int = Field(0, description="frames unlike anything the model was trained on, sent to review")
     label_counts: dict[str, int] = Field({}, description="classified frames by label")
     failure_reason: str | None = Field(None, description="why a failed batch failed")
-    model_version: str | None = Field(None, description="the production version when the batch was classified")
+    model: str = Field(DEFAULT_MODEL, description="the alias or version the batch named to answer it")
+    model_version: str | None = Field(None, description="the version that answered the batch (production's when "
+                                      "it named production) when it was classified")
     version_counts: dict[str, int] = Field({}, description="classified frames by the model version that answered "
                                            "each one (a canary's share is its own)")
     created_at: datetime

@@ -36,6 +36,7 @@ from infra.tables.webhook_subscriptions import registered_webhook
 from infra.telemetry import current_trace_id
 from workflows.batch_start import batch_input, start_options
 from workflows.batch_types import (
+    DEFAULT_MODEL,
     WORKFLOW_NAME,
     BatchStatus,
     batch_workflow_id,
@@ -65,6 +66,25 @@ class UnregisteredWebhook(Exception):
     def __init__(self, site_id: str) -> None:
         super().__init__(f"the webhook URL is not registered for site {site_id!r} (or is disabled): register it "
                          "with `sightline webhooks create --url URL --site SITE` first")
+
+
+class UnknownModel(Exception):
+    """A batch named a model (alias or version) the registry does not have."""
+
+    def __init__(self, model: str, why: str) -> None:
+        super().__init__(f"model {model!r}: {why}")
+        self.model = model
+        self.why = why
+
+
+async def model_named(conn: DbConnection, ref: str) -> str | None:
+    """The version an alias or a version name names now, or None: what vision.registry.ModelRegistry.resolve
+    reads, on the API's pool."""
+    cur = await conn.execute(
+        "SELECT v.version FROM model_versions v LEFT JOIN model_aliases a ON a.version = v.version AND a.alias = %s"
+        " WHERE v.version = %s OR a.alias IS NOT NULL ORDER BY (a.alias IS NOT NULL) DESC LIMIT 1", (ref, ref))
+    row = await cur.fetchone()
+    return str(row["version"]) if row else None
 
 
 def scope_of(caller: Principal) -> Scope:
@@ -99,7 +119,8 @@ def _frame_result(row: Row) -> FrameResult:
         prediction = Prediction(model_version=row["p_model_version"], label=row["p_label"],
                                 confidence=row["p_confidence"], probabilities=row["p_probabilities"] or {},
                                 quality=row["p_quality"] or {}, novelty=row["p_novelty"],
-                                unfamiliar=row["p_unfamiliar"], created_at=row["p_created_at"])
+                                unfamiliar=row["p_unfamiliar"], boxes=row.get("p_boxes"),
+                                created_at=row["p_created_at"])
     return FrameResult(**{k: v for k, v in row.items() if not k.startswith("p_")}, prediction=prediction)
 
 
@@ -127,6 +148,8 @@ class BatchService:
         # The request's span names its batch: `sightline trace <batch id>` finds the trace by it.
         trace.get_current_span().set_attribute(BATCH_ATTRIBUTE, batch_id)
         async with self.pool.connection() as conn:
+            if s.model != DEFAULT_MODEL and await model_named(conn, s.model) is None:
+                raise UnknownModel(s.model, "no model version or alias of that name (GET /v1/models lists them)")
             existing = await self._existing(conn, s)
             if existing is None:
                 if s.webhook_url and await registered_webhook(conn, s.webhook_url, s.site_id) is None:
@@ -144,7 +167,7 @@ class BatchService:
                                       idempotency_key=s.idempotency_key, frame_count=len(frames_in),
                                       webhook_url=s.webhook_url, fingerprint=fingerprint,
                                       max_in_flight=self.settings.max_batches_in_flight_per_site,
-                                      trace_id=current_trace_id())
+                                      trace_id=current_trace_id(), model=s.model)
             if row is not None and row["created"]:
                 # sha256: of the bytes received (a redacted frame's too: it is the frame's identity).
                 await frames.insert(conn, batch_id, [
@@ -152,6 +175,8 @@ class BatchService:
                                     f.size_bytes, sha, s.redaction_revision)
                     for i, (f, sha) in enumerate(zip(frames_in, s.received_digests(), strict=True))])
                 details: dict[str, Any] = {"frames": len(frames_in), "created": True}
+                if s.model != DEFAULT_MODEL:
+                    details["model"] = s.model
                 if redaction is not None:
                     details["redaction"] = redaction
                 await record_audit(conn, caller, "batch.create", f"batches/{batch_id}", workflow_id=batch_id,
@@ -233,7 +258,7 @@ class BatchService:
         await self.temporal.start_workflow(
             WORKFLOW_NAME,
             batch_input(self.settings, batch_id, camera_id, site_id, [], webhook_url or row["webhook_url"],
-                        row["frame_count"]),
+                        row["frame_count"], row.get("model")),
             **start_options(batch_id, camera_id, site_id, self.settings.orchestration_task_queue),
             # Shown in the Temporal UI beside the history: the trace to open for the minutes outside it.
             memo={"trace_id": trace_id} if (trace_id := row.get("trace_id") or current_trace_id()) else None,
@@ -257,7 +282,8 @@ class BatchService:
 
     def _summary(self, row: Row) -> dict[str, Any]:
         done = row["completed_at"]
-        return {**row, "duration_s": (done - row["created_at"]).total_seconds() if done else None,
+        return {**row, "model": row.get("model") or DEFAULT_MODEL,
+                "duration_s": (done - row["created_at"]).total_seconds() if done else None,
                 "temporal_ui_url": self.settings.workflow_ui_url(row["batch_id"])}
 
     async def page(self, caller: Principal, *, camera_id: str | None, site_id: str | None, status: str | None,

@@ -15,24 +15,26 @@ from infra.db import DbConnection, Row
 
 async def admit(conn: DbConnection, *, batch_id: str, camera_id: str, site_id: str, idempotency_key: str,
                 frame_count: int, webhook_url: str | None, fingerprint: str, max_in_flight: int,
-                trace_id: str | None = None) -> Row | None:
+                trace_id: str | None = None, model: str = "production") -> Row | None:
     """Record a new batch as 'received' unless its site already has `max_in_flight` batches received
     or running. The row comes back with `created` true; a batch of this id that exists already comes
     back as it is with `created` false (its frames and status untouched); None means admission refused
-    a new batch. One statement, so a site's count and the insert cannot race apart by much."""
+    a new batch. One statement, so a site's count and the insert cannot race apart by much. `model`: the
+    alias or version the batch asked to be classified with (migration 0019)."""
     cur = await conn.execute(
         """
         INSERT INTO batches (batch_id, camera_id, site_id, idempotency_key, status, frame_count, webhook_url,
-                             request_fingerprint, trace_id)
+                             request_fingerprint, trace_id, model)
         SELECT %(batch)s, %(camera)s, %(site)s, %(key)s, 'received', %(frames)s, %(webhook)s, %(fingerprint)s,
-               %(trace)s
+               %(trace)s, %(model)s
          WHERE (SELECT count(*) FROM batches WHERE site_id = %(site)s AND status IN ('received', 'running'))
                < %(limit)s
         ON CONFLICT (batch_id) DO UPDATE SET batch_id = batches.batch_id  -- no change: returns the row
         RETURNING *, (xmax = 0) AS created
         """,
         {"batch": batch_id, "camera": camera_id, "site": site_id, "key": idempotency_key, "frames": frame_count,
-         "webhook": webhook_url, "fingerprint": fingerprint, "limit": max_in_flight, "trace": trace_id},
+         "webhook": webhook_url, "fingerprint": fingerprint, "limit": max_in_flight, "trace": trace_id,
+         "model": model},
     )
     return await cur.fetchone()
 

@@ -136,7 +136,7 @@ async def with_latest_prediction(conn: DbConnection, batch_id: str, after_positi
         """
         SELECT f.*, p.model_version AS p_model_version, p.label AS p_label, p.confidence AS p_confidence,
                p.probabilities AS p_probabilities, p.quality AS p_quality, p.created_at AS p_created_at,
-               p.novelty AS p_novelty, p.unfamiliar AS p_unfamiliar,
+               p.novelty AS p_novelty, p.unfamiliar AS p_unfamiliar, p.boxes AS p_boxes,
                coalesce((SELECT array_agg(r.route || ':' || r.reason ORDER BY r.route, r.reason)
                            FROM frame_routes r WHERE r.frame_id = f.frame_id), '{}') AS routes
           FROM frames f
