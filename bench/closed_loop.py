@@ -80,6 +80,15 @@ async def mean_ap(serving: ServingClient, store: Any, frames: list[GeneratedFram
     return float(metrics["map_50"])
 
 
+async def answered_by(serving: ServingClient, probe: list[tuple[str, str]], model: str) -> set[str]:
+    """The versions that answered these frames over several requests (spread over the replicas)."""
+    versions: set[str] = set()
+    for _ in range(8):
+        response = await serving.classify(probe, model=model)
+        versions |= {p.model_version or response.model_version for p in response.predictions}
+    return versions
+
+
 def print_changes() -> Any:
     last: list[str] = [""]
 
@@ -198,10 +207,11 @@ async def run(args: argparse.Namespace) -> int:
                   f"{detected} frames, promoted nothing ({rollout['status']})")
             return 1
         # Production now answers with the candidate: measured through the alias, as every batch is, once
-        # serving has re-read it (it caches an alias for a few seconds).
-        probe = [("probe", put_frame(store, shifted_eval[0].jpeg(), "image/jpeg"))]
+        # serving has re-read it. Each replica caches an alias for a few seconds on its own, so one reply
+        # from the candidate is not enough: until then some frames would be v1's.
+        probe = [(f"probe-{i}", put_frame(store, f.jpeg(), "image/jpeg")) for i, f in enumerate(shifted_eval[:4])]
         deadline = time.monotonic() + 120
-        while (await serving.classify(probe, model="production")).model_version != candidate:
+        while await answered_by(serving, probe, "production") != {candidate}:
             if time.monotonic() > deadline:
                 print(f"serving still answers production with another version than {candidate}")
                 return 1

@@ -8,7 +8,8 @@ For each batch size:
    (bench/seed_style_service.py: Pillow, torchvision transforms, eager PyTorch in the request) the same way;
 2. Sightline's sustained rate: a closed-loop probe estimates its capacity, then open-loop runs (batches
    at a fixed rate, whatever the answers) step down from above it until the backlog of batches in
-   flight stops growing and nothing is refused (429): the highest such rate is the sustained rate;
+   flight stops growing and nothing is refused (429); two bisections between the highest such rate and the
+   lowest unstable one narrow it: the highest stable rate is the sustained rate;
 3. at 70% of the sustained rate, open loop again: API accept latency, frame-to-prediction latency
    (prediction recorded minus batch accepted, both by Postgres' clock), history events per batch, and
    the CPU each part of the stack spent per batch, read from /proc before and after (the naive
@@ -266,6 +267,8 @@ async def minimal_workflow_cost(stack: Stack, shape: str = SHIPPED_SHAPE, count:
 # benchmark's numbers would then include: review tasks of earlier runs escalating when their SLA passes,
 # the hourly drift check of every site seen lately (each run of this benchmark adds sites).
 BUSY_AT_REST_MS_PER_S = 300
+# Bisections of the gap the steps of 15% leave around the sustained rate (measure_size).
+REFINE_STEPS = 2
 
 
 async def at_rest(stack: Stack, seconds: float = 3.0) -> float:
@@ -335,6 +338,20 @@ async def measure_size(stack: Stack, frames: list[bytes], size: int, naive: subp
         rate *= 0.85
     if not sustained:
         sustained = rate  # the last rate tried; reported as such
+    # Steps of 15% leave the sustained rate uncertain by as much: more than a comparison of two runs
+    # (telemetry on vs off, 5%) can resolve. Halve the gap between the highest stable rate and the
+    # lowest unstable one (geometrically) REFINE_STEPS times: about 4% of resolution.
+    unstable = [t.rate for t in trials if not t.stable and t.rate > sustained]
+    if sustained and unstable:
+        low, high = sustained, min(unstable)
+        for step in range(REFINE_STEPS):
+            rate = (low * high) ** 0.5
+            _, trial = await run_open(stack, frames, size, rate, seconds, camera, seed + 20 + step)
+            trials.append(trial)
+            await stack.drained()
+            print(f"    {trial.describe()}", flush=True)
+            low, high = (rate, high) if trial.stable else (low, rate)
+        sustained = low
 
     # 3. At 70% of the sustained rate: latency, events and CPU per batch.
     meter = CpuMeter(await stack.process_roots())

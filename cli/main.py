@@ -98,10 +98,11 @@ def up() -> None:
     Run it again after a crash: it starts the parts that died and leaves the living ones alone."""
     stack = LocalStack(get_settings())
     if stack.first_start:
-        # Measured on 2 cores: the standard profile's 10 epochs take about 4 minutes, the tiny one's about one.
+        # Measured on 2 cores: the standard profile's 10 epochs take about 4 minutes, the tiny one's about one;
+        # the standard detector's 12 epochs about a minute, and the whole first start about 3 (2026-12-04).
         settings = get_settings()
         standard = settings.bootstrap_profile == "standard"
-        takes = ("about 9 minutes" if settings.bootstrap_task == "detection" else "about 4 minutes") if standard \
+        takes = ("about 3 minutes" if settings.bootstrap_task == "detection" else "about 4 minutes") if standard \
             else "about a minute"
         what = "a detector" if settings.bootstrap_task == "detection" else "model v1"
         console.print(f"First start on {stack.root}: it creates the database and trains {what} on generated "

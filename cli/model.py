@@ -39,7 +39,7 @@ def bootstrap_command(
     time_budget: float = typer.Option(270.0, help="seconds of training before it stops early"),
     promote: bool = typer.Option(True, help="make it production when no production model exists"),
     task: str = typer.Option("classification", help="classification, or detection: the detector of "
-                             "vision.detector_training (its standard profile: about 9 minutes on 2 cores)"),
+                             "vision.detector_training (its standard profile: 1-2 minutes on 2 idle cores)"),
     detector_profile: str = typer.Option("standard", help="with --task detection: standard or tiny"),
 ) -> None:
     """Train a model on generated frames on the CPU, register it, and report held-out accuracy (or mAP)."""

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # "tiny" (a small 64 px model in under a minute, for CI and smoke tests).
     bootstrap_profile: Literal["standard", "tiny"] = "standard"
     # What model v1 answers: "classification" (a label per frame) or "detection" (boxes per frame: the
-    # detector of vision.detector_training, same profile names; "standard" takes about 9 minutes).
+    # detector of vision.detector_training, same profile names; "standard" takes 1-2 minutes on idle cores).
     bootstrap_task: Literal["classification", "detection"] = "classification"
     # The Ray Serve HTTP endpoint (outside callers; the inference activities when the transport is http).
     serving_url: str = "http://127.0.0.1:8001"

@@ -22,7 +22,9 @@ pytestmark = browser_mark
 
 CLASSES = ["ok", "scratch", "dent", "stain"]
 MODEL_BOXES = [{"x0": 0.1, "y0": 0.1, "x1": 0.3, "y1": 0.3, "label": "scratch", "score": 0.44},
-               {"x0": 0.6, "y0": 0.6, "x1": 0.8, "y1": 0.8, "label": "dent", "score": 0.31}]
+               {"x0": 0.6, "y0": 0.6, "x1": 0.8, "y1": 0.8, "label": "dent", "score": 0.31},
+               # A second class's weak peak on the scratch: below routing's box floor, never drawn (nor confirmed).
+               {"x0": 0.1, "y0": 0.1, "x1": 0.3, "y1": 0.3, "label": "dent", "score": 0.07}]
 
 
 async def open_detection_task(api, batch: str, position: int = 0) -> str:
@@ -44,6 +46,7 @@ async def test_reviewer_edits_boxes_with_the_mouse_and_confirms_with_the_keyboar
     assert await next_task_of(page, {review_id}) == review_id
     await page.wait_for_function("document.getElementById('frame').naturalWidth > 0")
     assert await page.inner_text("#model-boxes") == "2"
+    assert await page.inner_text("#boxes-left-off") == "(1 below 30% not drawn)"
     assert await page.locator("#overlay .box.model").count() == 2
     frame = await page.locator("#overlay").bounding_box()
     assert frame is not None and frame["width"] > 200

@@ -42,6 +42,7 @@ from infra.db import DbPool
 from infra.settings import Settings
 from infra.tables import sessions
 from infra.tables.review_tasks import SCOPE_FIELDS
+from workflows.batch_types import RoutingRules
 from workflows.review_types import NO_DEFECT, PRIORITIES, UNUSABLE
 
 router = APIRouter(prefix="/review", tags=["reviewer page"], include_in_schema=False)
@@ -189,6 +190,7 @@ async def review_page(request: Request, pool: DbDep, queue: ReviewQueueDep) -> R
             page.state["current"] = current
             task = row
     now = datetime.now(UTC)
+    shown_boxes, boxes_left_off = _starting_boxes(task)
     flash = page.state.pop("flash", None)
     await page.save(pool)
     context = {
@@ -203,10 +205,25 @@ async def review_page(request: Request, pool: DbDep, queue: ReviewQueueDep) -> R
         "sla_left": _seconds_until(view.sla_due_at, now) if view else None,
         "detection": task is not None and task.get("boxes") is not None,
         "box_classes": [c for c in task["classes"] if c != NO_DEFECT] if task else [],
-        "model_boxes": json.dumps(task.get("boxes") or []) if task else "[]",
+        "model_boxes": json.dumps(shown_boxes),
+        "shown_boxes": len(shown_boxes),
+        "boxes_left_off": boxes_left_off,
+        "box_shown_at": BOX_SHOWN_AT,
         "lease_left": _seconds_until(view.claim_expires_at, now) if view else None,
     }
     return templates.TemplateResponse(request, "review.html", context)
+
+
+# The model's boxes a reviewer starts from: those routing acts on. A box below it is background noise
+# (often a second class's weak peak on the same defect); drawn in, it would be confirmed with the rest.
+BOX_SHOWN_AT = RoutingRules().box_review_at_or_above
+
+
+def _starting_boxes(task: dict[str, Any] | None) -> tuple[list[dict[str, Any]], int]:
+    """(the model's boxes drawn on the frame, how many below BOX_SHOWN_AT were left off)."""
+    boxes = (task or {}).get("boxes") or []
+    shown = [b for b in boxes if b.get("score") is None or float(b["score"]) >= BOX_SHOWN_AT]
+    return shown, len(boxes) - len(shown)
 
 
 def _seconds_until(moment: str | None, now: datetime) -> float | None:
