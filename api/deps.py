@@ -52,7 +52,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _batches(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: SettingsDep) -> BatchService:
-    return BatchService(pool, store, temporal, settings)
+    return BatchService(pool, store, temporal, settings, _model_catalog(pool))
 
 
 def _cameras(pool: DbDep, store: StoreDep, temporal: TemporalDep, settings: SettingsDep) -> CameraStreams:

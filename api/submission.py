@@ -262,12 +262,7 @@ async def read_submission(request: Request, store: ObjectStore, settings: Settin
         try:
             body = BatchFromStore.model_validate_json(await request.body())
         except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False)
-            bad_model = next((e for e in errors if tuple(e["loc"]) == ("model",)), None)
-            if bad_model is not None:  # named as the multipart form's is
-                raise model_refused(str(bad_model.get("input", "")), "must be an alias or a version name: "
-                                    f"1-{MAX_MODEL} characters of letters, digits, '.', '_' or '-'") from None
-            raise HTTPException(422, errors) from None
+            raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
         if redacting is not None and await redacting(body.site_id, body.camera_id):
             raise HTTPException(422, f"camera_id {body.camera_id!r} of site {body.site_id!r} has redaction on: its "
                                      "frames are redacted before they are stored, and an upload is stored as sent; "

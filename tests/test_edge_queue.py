@@ -269,11 +269,23 @@ def test_settings_refuse_an_endpoint_beyond_loopback() -> None:
     assert EdgeSettings(_env_file=None, listen_host="::1").local_url == "http://[::1]:8010"
 
 
-async def test_the_link_is_cut_restored_and_loses_answers_on_loopback_only() -> None:
+def test_the_link_refuses_a_target_beyond_loopback_before_any_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pure check of the address: the constructor refuses it, and no socket is ever opened to it."""
+    import socket
+
     from edge.link import LinkProxy
 
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the refused link touched the network: {args!r}")
+
+    for name in ("connect", "connect_ex", "sendto", "bind"):
+        monkeypatch.setattr(socket.socket, name, refuse)
     with pytest.raises(ValueError, match="loopback"):
         LinkProxy("10.0.0.1", 80)
+
+
+async def test_the_link_is_cut_restored_and_loses_answers_on_loopback_only() -> None:
+    from edge.link import LinkProxy
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(await reader.read(100))

@@ -28,8 +28,10 @@ class BatchFromStore(BaseModel):
     site_id: str = Field("default", pattern=NAME_PATTERN, examples=["plant-a"])
     idempotency_key: str | None = Field(None, pattern=KEY_PATTERN, examples=["shift-42-batch-7"])
     webhook_url: str | None = Field(None, max_length=2048, examples=["https://alerts.example.com/sightline"])
-    model: str | None = Field(None, max_length=MAX_MODEL, pattern=MODEL_PATTERN, description=MODEL_DESCRIPTION,
-                              examples=[DEFAULT_MODEL, "v7"])
+    # Checked by api.submission.check_model, as the multipart form's is (one 422 shape naming `model`);
+    # the pattern is here for the schema's readers.
+    model: str | None = Field(None, description=MODEL_DESCRIPTION, examples=[DEFAULT_MODEL, "v7"],
+                              json_schema_extra={"pattern": MODEL_PATTERN, "maxLength": MAX_MODEL})
     frames: list[StoredFrame] = Field(min_length=1, max_length=1024)
 
     model_config = {

@@ -24,6 +24,7 @@ from api.schemas.batches import (
     PredictionPage,
 )
 from api.services import privacy
+from api.services.models import ModelCatalog
 from api.submission import Submission
 from infra.db import DbConnection, DbPool, Row
 from infra.settings import Settings
@@ -77,16 +78,6 @@ class UnknownModel(Exception):
         self.why = why
 
 
-async def model_named(conn: DbConnection, ref: str) -> str | None:
-    """The version an alias or a version name names now, or None: what vision.registry.ModelRegistry.resolve
-    reads, on the API's pool."""
-    cur = await conn.execute(
-        "SELECT v.version FROM model_versions v LEFT JOIN model_aliases a ON a.version = v.version AND a.alias = %s"
-        " WHERE v.version = %s OR a.alias IS NOT NULL ORDER BY (a.alias IS NOT NULL) DESC LIMIT 1", (ref, ref))
-    row = await cur.fetchone()
-    return str(row["version"]) if row else None
-
-
 def scope_of(caller: Principal) -> Scope:
     return Scope(tuple(caller.site_ids), tuple(caller.camera_ids))
 
@@ -125,11 +116,13 @@ def _frame_result(row: Row) -> FrameResult:
 
 
 class BatchService:
-    def __init__(self, pool: DbPool, store: ObjectStore, temporal: Client, settings: Settings) -> None:
+    def __init__(self, pool: DbPool, store: ObjectStore, temporal: Client, settings: Settings,
+                 models: ModelCatalog) -> None:
         self.pool = pool
         self.store = store
         self.temporal = temporal
         self.settings = settings
+        self.models = models  # where a batch's named model is looked up (the registry's resolve)
 
     # -- accepting -----------------------------------------------------------------------------
     async def submit(self, submission: Submission, caller: Principal) -> BatchAccepted:
@@ -147,9 +140,9 @@ class BatchService:
         fingerprint = s.fingerprint()
         # The request's span names its batch: `sightline trace <batch id>` finds the trace by it.
         trace.get_current_span().set_attribute(BATCH_ATTRIBUTE, batch_id)
+        if s.model != DEFAULT_MODEL and await self.models.version(s.model) is None:
+            raise UnknownModel(s.model, "no model version or alias of that name (GET /v1/models lists them)")
         async with self.pool.connection() as conn:
-            if s.model != DEFAULT_MODEL and await model_named(conn, s.model) is None:
-                raise UnknownModel(s.model, "no model version or alias of that name (GET /v1/models lists them)")
             existing = await self._existing(conn, s)
             if existing is None:
                 if s.webhook_url and await registered_webhook(conn, s.webhook_url, s.site_id) is None:
