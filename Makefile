@@ -22,7 +22,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # The main job on the embedded local stack; the stack is stopped afterwards unless KEEP_UP=1.
-demo: $(STAMP)
+demo: $(STAMP) browser  # browser: the detection chapter photographs the reviewer page
 	@$(BIN)/sightline up
 	@status=0; $(BIN)/sightline demo || status=$$?; \
 	if [ "$(KEEP_UP)" = 1 ]; then echo "the stack keeps running: open the link above; stop it with 'make down'"; \
