@@ -43,14 +43,14 @@ from vision.datasets import (
     materialize,
     read_manifest,
 )
-from vision.detector import DETECTION, DETECTOR_ARCHITECTURE, CenterNetDetector, load_detector
+from vision.detector import DETECTION, DETECTOR_ARCHITECTURE, load_detector
 from vision.detector_training import (
     DEFECT_CLASSES,
     DETECTOR_PROFILES,
+    DetectionRecipe,
     evaluate_detector,
-    finish_detector,
-    fit_detector,
     load_detection_splits,
+    retrain_detector,
 )
 from vision.model import load_model, weights_bytes
 from vision.novelty import NoveltyModel
@@ -312,15 +312,16 @@ class TrainingActivities:
             if found:
                 progress.resumed_from_epoch = EpochCheckpoint.load(found[1])[0].epoch
                 progress.checkpoint_key = found[0]
+                log.info("resuming from checkpoint", run_id=input.run_id, checkpoint=found[0],
+                         epoch=progress.resumed_from_epoch, attempt=info.attempt)
             train_split = splits["train"]
-            outcome = fit_detector(train_split.x, train_split.boxes, processing, epochs=params.epochs,
-                                   batch_size=params.batch_size, learning_rate=params.learning_rate, seed=params.seed,
-                                   reviewed=train_split.reviewed, reviewed_share=params.reviewed_share,
-                                   init_weights=parent[1] if parent else None, resume=resume, on_epoch=on_epoch,
-                                   on_step=on_step, should_stop=stop.is_set)
+            recipe = DetectionRecipe(epochs=params.epochs, batch_size=params.batch_size,
+                                     learning_rate=params.learning_rate, reviewed_share=params.reviewed_share,
+                                     novelty_percentile=params.novelty_percentile)
+            outcome, novelty, reference, sets = retrain_detector(
+                splits, processing, recipe, seed=params.seed, init_weights=parent[1] if parent else None,
+                resume=resume, on_epoch=on_epoch, on_step=on_step, should_stop=stop.is_set)
             model = outcome.model
-            assert isinstance(model, CenterNetDetector)
-            novelty, reference, sets = finish_detector(model, processing, splits, params.novelty_percentile)
             metrics = {"sets": sets, "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch,
                        "final_loss": outcome.final_loss, "steps": outcome.steps, "task": DETECTION,
                        "train_frames": len(train_split.boxes), "reviewed_train_frames": int(train_split.reviewed.sum()),

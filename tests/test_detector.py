@@ -204,3 +204,51 @@ def test_the_shadow_gate_judges_detection_versions_by_box_agreement():
              {"shadow_boxes": [], "production_boxes": []},  # both: no defect
              {"shadow_boxes": [{**dent, "label": "stain"}], "production_boxes": [dent]}]  # another class
     assert box_agreement(pairs) == 0.5
+
+
+def test_photometric_jitter_moves_lighting_and_white_balance_but_no_pixel_position():
+    from vision.detector_training import _photometric
+
+    frames = np.full((64, 8, 8, 3), 200, np.uint8)
+    frames[:, :4] = 100  # a pattern: jitter must not move it
+    out = _photometric(np.random.default_rng(0), frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    gain = out[:, 4:].astype(np.float32) / 200
+    assert gain.min() >= 0.55 * 0.9 - 0.01 and gain.max() <= 1.15 * 1.1 + 0.01
+    assert gain.max() - gain.min() > 0.4  # frames differ: some dimmer than a 0.65 line, some brighter
+    assert (gain[..., 0] != gain[..., 2]).any()  # and the channels' gains differ
+    np.testing.assert_array_equal(out[:, :4] < out[:, 4:], np.ones_like(out[:, 4:], bool))
+
+
+def test_a_retrained_detector_takes_its_bn_statistics_from_frames_mixed_like_its_batches(tiny_splits):
+    """Fine-tuned on a dimmer line with half of each batch reviewed, the served statistics must be the
+    batches' mix; the base set's alone cost the fine-tuned model what it learned (README, "The detector")."""
+    import copy
+
+    from vision.detector_training import DetectionArrays, DetectionRecipe, finish_detector, retrain_detector
+
+    processing, splits = tiny_splits
+    train = splits["train"]
+    reviewed = np.zeros(len(train.boxes), bool)
+    reviewed[-16:] = True
+    x = train.x.copy()
+    x[reviewed] = 0  # reviewed frames of a line gone dark
+    splits = {**splits, "train": DetectionArrays(x, train.boxes, reviewed)}
+    recipe = DetectionRecipe(epochs=1, batch_size=16, reviewed_share=0.5)
+    outcome, _, _, sets = retrain_detector(splits, processing, recipe, seed=1)
+    mixed = outcome.model
+    assert isinstance(mixed, CenterNetDetector) and "holdout" in sets
+    unmixed = copy.deepcopy(mixed)
+    finish_detector(unmixed, processing, splits, recipe.novelty_percentile, reviewed_share=0.0)
+    # The first BN's mean on a dark frame: where statistics over half dark frames must sit nearer.
+    def first(model: CenterNetDetector, kind: type) -> torch.nn.Module:
+        return next(m for m in model.stem.modules() if isinstance(m, kind))
+
+    with torch.no_grad():
+        from vision.model import PixelInput
+
+        unshuffled = mixed.stem[0](PixelInput(processing)(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)))
+        dark_mean = first(mixed, torch.nn.Conv2d)(unshuffled).mean(dim=(0, 2, 3))
+    to_dark = {name: float((first(m, torch.nn.BatchNorm2d).running_mean - dark_mean).norm()) for name, m in
+               (("mixed", mixed), ("unmixed", unmixed))}
+    assert to_dark["mixed"] < 0.7 * to_dark["unmixed"], to_dark

@@ -108,7 +108,7 @@ def evaluate(model: torch.nn.Module, processing: Processing, x: np.ndarray, y: n
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(model: torch.nn.Module, processing: Processing, x: np.ndarray, frames: int = 1024,
+def recalibrate_batchnorm(model: torch.nn.Module, processing: Processing, x: np.ndarray, frames: int = 1024,
                            reviewed: np.ndarray | None = None, reviewed_share: float = 0.0) -> None:
     """Recompute BN running statistics as a plain average over training frames with the final
     weights, so evaluation and serving see statistics that match the weights they run with. The frames
@@ -272,8 +272,8 @@ def finish(model: torch.nn.Module, processing: Processing, splits: dict[str, Spl
     """After the last epoch: batch-norm statistics (over frames mixed as the batches were), novelty
     calibration, the drift reference (held-out frames) and the metrics on every held-out named set."""
     train_x = splits["train"].x
-    _recalibrate_batchnorm(model, processing, train_x, reviewed=splits["train"].reviewed,
-                           reviewed_share=reviewed_share)
+    recalibrate_batchnorm(model, processing, train_x, reviewed=splits["train"].reviewed,
+                          reviewed_share=reviewed_share)
     novelty = calibrate_novelty(model, processing, train_x, splits["calibration"].x, percentile)
     reference = reference_rows(model, processing, novelty, splits["holdout"].x)
     evaluations: dict[str, dict] = {name: evaluate(model, processing, splits[name].x, splits[name].y)
