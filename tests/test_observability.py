@@ -122,7 +122,11 @@ async def observed(postgres_url, temporal_env, db_pool, api_keys, serving_url, s
                 flush_spans()  # this process's; the replica exports its own within a second
                 found = traces_of_batch(traces, batch_id)
                 spans = next(iter(found.values()), [])
-                return spans if any(s.service == "serving" for s in spans) else None
+                # Whole: the replica's spans there and none whose parent is not. A span is exported when it
+                # ends, so a replica's inner spans can reach the file a batch before the span they hang under.
+                ids = {s.span_id for s in spans}
+                whole = all(s.parent_id is None or s.parent_id in ids for s in spans)
+                return spans if whole and any(s.service == "serving" for s in spans) else None
 
             spans = await eventually(whole_trace, 30, "the batch's spans, the serving replica's included")
             ops = {"Authorization": f"Bearer {api_keys['ops']}"}
