@@ -104,8 +104,8 @@ DETECTOR_PROFILES = {
     "tiny": DetectorConfig(input_size=64, train_frames=96, eval_frames=32, calibration_frames=64, epochs=1,
                            batch_size=16, seed=5, camera_id="det-test"),
     # `sightline demo`'s detection chapter: boxes worth drawing in under a minute. Measured on the 2-core
-    # build machine at load 1-2: held-out mAP@0.5 0.793 (scratch 0.379, dent 1.000, stain 1.000), 370 steps
-    # in 41 s wall (71 s CPU), 51 s wall in all; other sessions' load stretches it several times.
+    # build machine, in `make demo` with the photometric jitter: held-out mAP@0.5 0.783 (scratch 0.349, dent
+    # 1.000, stain 1.000), 370 steps in 32 s wall, 45 s in all; other processes' load stretches it.
     "demo": DetectorConfig(train_frames=1200, eval_frames=160, calibration_frames=160, epochs=10,
                            learning_rate=6e-3, seed=3, camera_id="demo-det-train"),
 }
