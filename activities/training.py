@@ -71,6 +71,7 @@ from workflows.retraining_types import (
     SnapshotSummary,
     TrainCandidateInput,
     TrainedCandidate,
+    TrainingParams,
     TrainingProgress,
 )
 
@@ -81,6 +82,13 @@ HEARTBEAT_EVERY_S = 1.0
 # Between epochs, the workflow hears of progress at most this often (each signal is a history event).
 SIGNAL_EVERY_S = 15.0
 CHECKPOINTS_KEPT = 2
+
+
+def detection_recipe(params: TrainingParams) -> DetectionRecipe:
+    """What a retraining run's parameters ask of a detection candidate (bench/detection_recovery.py starts
+    from the same, so its `default` is what retraining runs)."""
+    return DetectionRecipe(epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
+                           reviewed_share=params.reviewed_share, novelty_percentile=params.novelty_percentile)
 
 
 def run_prefix(run_id: str) -> str:
@@ -315,12 +323,10 @@ class TrainingActivities:
                 log.info("resuming from checkpoint", run_id=input.run_id, checkpoint=found[0],
                          epoch=progress.resumed_from_epoch, attempt=info.attempt)
             train_split = splits["train"]
-            recipe = DetectionRecipe(epochs=params.epochs, batch_size=params.batch_size,
-                                     learning_rate=params.learning_rate, reviewed_share=params.reviewed_share,
-                                     novelty_percentile=params.novelty_percentile)
             outcome, novelty, reference, sets = retrain_detector(
-                splits, processing, recipe, seed=params.seed, init_weights=parent[1] if parent else None,
-                resume=resume, on_epoch=on_epoch, on_step=on_step, should_stop=stop.is_set)
+                splits, processing, detection_recipe(params), seed=params.seed,
+                init_weights=parent[1] if parent else None, resume=resume, on_epoch=on_epoch, on_step=on_step,
+                should_stop=stop.is_set)
             model = outcome.model
             metrics = {"sets": sets, "epochs_run": outcome.epochs_run, "resumed_from_epoch": outcome.resumed_from_epoch,
                        "final_loss": outcome.final_loss, "steps": outcome.steps, "task": DETECTION,

@@ -10,8 +10,9 @@ loaded with --parent.
     python -m bench.detection_recovery --save /tmp/det-v1.pt
     python -m bench.detection_recovery --parent /tmp/det-v1.pt --reviewed 280 --recipes default,share=0.8
 
-A recipe is `default` (what retraining runs today) or comma-free overrides joined by '+':
-`epochs=10`, `share=0.8`, `lr=0.003`, `batch=32`, `photometric=0`, `bn_mix=0`. Prints, per recipe:
+A recipe is `default` (what a retraining run started now asks: settings and TrainingParams) or comma-free
+overrides joined by '+': `epochs=10`, `share=0.8`, `lr=0.003`, `batch=32`, `photometric=0`, `bn_mix=0`.
+Prints, per recipe:
 
     recipe R: mAP@0.5 X on the shifted line (AP by class), recovered Y% of pre-shift with N reviewed frames
 """
@@ -19,6 +20,7 @@ A recipe is `default` (what retraining runs today) or comma-free overrides joine
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import time
@@ -28,15 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from vision.boxes import Box
-from vision.camera import Conditions, encode_jpeg, generate_frames
-from vision.decode import decode_frame
+from activities.drift import training_params
+from activities.training import detection_recipe
+from infra.settings import get_settings
+from vision.camera import Conditions, generate_frames
 from vision.detector import CenterNetDetector, load_detector
 from vision.detector_training import (
     DETECTOR_PROFILES,
     DetectionArrays,
     DetectionRecipe,
     describe,
+    detection_arrays,
     evaluate_detector,
     generated_detection_splits,
     retrain_detector,
@@ -46,14 +50,6 @@ from vision.processing import Processing
 from vision.profiles import PROFILES
 
 
-def frames_as_arrays(frames, processing: Processing, reviewed: bool) -> DetectionArrays:
-    x = np.empty((len(frames), processing.input_size, processing.input_size, 3), np.uint8)
-    for i, f in enumerate(frames):
-        x[i] = processing.resize(decode_frame(encode_jpeg(f.image)).pixels)
-    boxes: list[tuple[Box, ...]] = [tuple(b for b in f.boxes if b.label in processing.classes) for f in frames]
-    return DetectionArrays(x, boxes, np.full(len(frames), reviewed))
-
-
 def join(a: DetectionArrays, b: DetectionArrays) -> DetectionArrays:
     return DetectionArrays(np.concatenate([a.x, b.x]), a.boxes + b.boxes, np.concatenate([a.reviewed, b.reviewed]))
 
@@ -61,6 +57,7 @@ def join(a: DetectionArrays, b: DetectionArrays) -> DetectionArrays:
 def parse_recipe(text: str, base: DetectionRecipe) -> DetectionRecipe:
     if text == "default":
         return base
+
     def flag(v: str) -> bool:
         return v not in ("0", "false")
 
@@ -72,7 +69,7 @@ def parse_recipe(text: str, base: DetectionRecipe) -> DetectionRecipe:
         key, _, value = part.partition("=")
         field, cast = names[key]
         changes[field] = cast(value)
-    return DetectionRecipe(**{**vars(base), **changes})
+    return dataclasses.replace(base, **changes)
 
 
 def main() -> None:
@@ -105,9 +102,9 @@ def main() -> None:
             out.write(parent_weights)
 
     shift = Conditions(brightness=args.brightness, defect_style="changed")
-    normal_eval = frames_as_arrays(generate_frames("eval-normal", args.eval_frames, seed=501), processing, False)
-    shifted_eval = frames_as_arrays(generate_frames("eval-shift", args.eval_frames, seed=502, conditions=shift),
-                                    processing, False)
+    normal_eval = detection_arrays(generate_frames("eval-normal", args.eval_frames, seed=501), processing)
+    shifted_eval = detection_arrays(generate_frames("eval-shift", args.eval_frames, seed=502, conditions=shift),
+                                    processing)
     pre = evaluate_detector(parent, processing, normal_eval.x, normal_eval.boxes)
     after = evaluate_detector(parent, processing, shifted_eval.x, shifted_eval.boxes)
     print(f"production: mAP@0.5 {pre['map_50']:.4f} before the shift {pre['ap50_by_class']}, {after['map_50']:.4f} "
@@ -115,9 +112,10 @@ def main() -> None:
 
     # The snapshot: the retraining profile's generated base set and the reviewed frames, 20% held out.
     splits = generated_detection_splits(PROFILES["standard"].base_set(), processing)
-    reviewed = join(frames_as_arrays(generate_frames("cam-normal", args.normal_reviewed, seed=7), processing, True),
-                    frames_as_arrays(generate_frames("cam-shift", args.reviewed - args.normal_reviewed, seed=7,
-                                                     conditions=shift), processing, True))
+    reviewed = join(detection_arrays(generate_frames("cam-normal", args.normal_reviewed, seed=7), processing,
+                                     reviewed=True),
+                    detection_arrays(generate_frames("cam-shift", args.reviewed - args.normal_reviewed, seed=7,
+                                                     conditions=shift), processing, reviewed=True))
     held = np.arange(len(reviewed.boxes)) % 5 == 4
 
     def part(keep: np.ndarray) -> DetectionArrays:
@@ -129,8 +127,10 @@ def main() -> None:
     print(f"snapshot: {len(splits['train'].boxes)} training frames, {int((~held).sum())} of them reviewed; "
           f"{int(held.sum())} reviewed held out", flush=True)
 
+    # `default`: what a retraining run started now would ask (settings, SIGHTLINE_RETRAINING_* included).
+    default = detection_recipe(training_params(get_settings()))
     for text in args.recipes.split(","):
-        recipe = parse_recipe(text, DetectionRecipe())
+        recipe = parse_recipe(text, default)
         started, cpu = time.monotonic(), time.process_time()
         outcome, _, _, sets = retrain_detector(splits, processing, recipe, seed=0, init_weights=parent_weights)
         model = outcome.model

@@ -234,7 +234,7 @@ def test_a_retrained_detector_takes_its_bn_statistics_from_frames_mixed_like_its
     x = train.x.copy()
     x[reviewed] = 0  # reviewed frames of a line gone dark
     splits = {**splits, "train": DetectionArrays(x, train.boxes, reviewed)}
-    recipe = DetectionRecipe(epochs=1, batch_size=16, reviewed_share=0.5)
+    recipe = DetectionRecipe(epochs=1, batch_size=16, learning_rate=2e-3, reviewed_share=0.5)
     outcome, _, _, sets = retrain_detector(splits, processing, recipe, seed=1)
     mixed = outcome.model
     assert isinstance(mixed, CenterNetDetector) and "holdout" in sets

@@ -280,6 +280,8 @@ def test_the_link_refuses_a_target_beyond_loopback_before_any_socket(monkeypatch
 
     for name in ("connect", "connect_ex", "sendto", "bind"):
         monkeypatch.setattr(socket.socket, name, refuse)
+    for name in ("create_connection", "getaddrinfo", "gethostbyname", "gethostbyname_ex"):  # nor a lookup
+        monkeypatch.setattr(socket, name, refuse)
     with pytest.raises(ValueError, match="loopback"):
         LinkProxy("10.0.0.1", 80)
 

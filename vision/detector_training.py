@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vision.boxes import Box
-from vision.camera import NORMAL, Conditions, encode_jpeg, generate_frames
+from vision.camera import NORMAL, Conditions, GeneratedFrame, encode_jpeg, generate_frames
 from vision.datasets import BaseSetSpec
 from vision.decode import decode_frame
 from vision.detection_metrics import mean_average_precision
@@ -55,9 +55,9 @@ NOVELTY_FIT_FRAMES = 1000
 FRAME_CLASSES: tuple[str, ...] = ("ok", *DEFECT_CLASSES)  # what the generator draws; "ok" has no box
 
 __all__ = ["DEFECT_CLASSES", "DETECTOR_PROFILES", "FRAME_CLASSES", "DetectionArrays", "DetectionRecipe",
-           "DetectorConfig", "TrainingStopped", "describe", "evaluate_detector", "finish_detector", "fit_detector",
-           "frame_label",
-           "generated_detection_splits", "predict_boxes", "retrain_detector", "served_detections", "train_detector"]
+           "DetectorConfig", "TrainingStopped", "describe", "detection_arrays", "evaluate_detector",
+           "finish_detector", "fit_detector", "frame_label", "generated_detection_splits", "predict_boxes",
+           "retrain_detector", "served_detections", "train_detector"]
 
 
 @dataclass
@@ -111,18 +111,22 @@ DETECTOR_PROFILES = {
 }
 
 
+def detection_arrays(frames: Sequence[GeneratedFrame], processing: Processing, jpeg_quality: int = 90,
+                     reviewed: bool = False) -> DetectionArrays:
+    """Generated frames with their drawn boxes (this detector's classes), through the same JPEG round trip
+    a stored frame takes."""
+    x = np.empty((len(frames), processing.input_size, processing.input_size, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        x[i] = processing.resize(decode_frame(encode_jpeg(frame.image, jpeg_quality)).pixels)
+    boxes = [tuple(b for b in f.boxes if b.label in processing.classes) for f in frames]
+    return DetectionArrays(x, boxes, np.full(len(frames), reviewed))
+
+
 def generated_detection_splits(base: BaseSetSpec, processing: Processing) -> dict[str, DetectionArrays]:
-    """train / calibration / holdout frames straight from the generator with their drawn boxes, through
-    the same JPEG round trip a stored frame takes."""
-    out = {}
-    for split, camera_id, seed, count, conditions in base.split_sources():
-        frames = generate_frames(camera_id, count, seed, conditions, base.classes)
-        x = np.empty((len(frames), processing.input_size, processing.input_size, 3), np.uint8)
-        for i, frame in enumerate(frames):
-            x[i] = processing.resize(decode_frame(encode_jpeg(frame.image, base.jpeg_quality)).pixels)
-        boxes = [tuple(b for b in f.boxes if b.label in processing.classes) for f in frames]
-        out[split] = DetectionArrays(x, boxes, np.zeros(len(frames), bool))
-    return out
+    """train / calibration / holdout frames straight from the generator with their drawn boxes."""
+    return {split: detection_arrays(generate_frames(camera_id, count, seed, conditions, base.classes), processing,
+                                    base.jpeg_quality)
+            for split, camera_id, seed, count, conditions in base.split_sources()}
 
 
 def _gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
@@ -331,19 +335,19 @@ def finish_detector(model: CenterNetDetector, processing: Processing, splits: di
 
 @dataclass
 class DetectionRecipe:
-    """How a detection candidate is fine-tuned on a snapshot (the retraining activity's knobs, and
-    bench/detection_recovery.py's): the optimisation, the share of each batch from reviewed frames, and
-    the two levers measured there (photometric jitter, BN statistics mixed like the batches). Drawing the
-    reviewed share evenly over classes was measured too and lost (102.7% recovered against 109.2% with 200
-    reviewed frames), so reviewed frames are drawn as they come."""
+    """How a detection candidate is fine-tuned on a snapshot: the optimisation and the share of each batch
+    from reviewed frames (the retraining run's TrainingParams, activities.training.detection_recipe), and
+    the two levers bench/detection_recovery.py measured (photometric jitter, BN statistics mixed like the
+    batches). Drawing the reviewed share evenly over classes was measured too and lost (102.7% recovered
+    against 109.2% with 200 reviewed frames), so reviewed frames are drawn as they come."""
 
-    epochs: int = 6
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    reviewed_share: float = 0.5
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    reviewed_share: float
+    novelty_percentile: float = DEFAULT_PERCENTILE
     photometric: bool = True
     bn_mix: bool = True
-    novelty_percentile: float = DEFAULT_PERCENTILE
 
 
 def retrain_detector(splits: dict[str, DetectionArrays], processing: Processing, recipe: DetectionRecipe, *,
@@ -357,8 +361,7 @@ def retrain_detector(splits: dict[str, DetectionArrays], processing: Processing,
     outcome = fit_detector(train.x, train.boxes, processing, epochs=recipe.epochs, batch_size=recipe.batch_size,
                            learning_rate=recipe.learning_rate, seed=seed, reviewed=train.reviewed,
                            reviewed_share=recipe.reviewed_share, init_weights=init_weights, resume=resume,
-                           photometric=recipe.photometric,
-                           on_epoch=on_epoch, on_step=on_step, should_stop=should_stop)
+                           photometric=recipe.photometric, on_epoch=on_epoch, on_step=on_step, should_stop=should_stop)
     model = outcome.model
     assert isinstance(model, CenterNetDetector)
     novelty, reference, sets = finish_detector(model, processing, splits, recipe.novelty_percentile,

@@ -109,7 +109,7 @@ def evaluate(model: torch.nn.Module, processing: Processing, x: np.ndarray, y: n
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, processing: Processing, x: np.ndarray, frames: int = 1024,
-                           reviewed: np.ndarray | None = None, reviewed_share: float = 0.0) -> None:
+                          reviewed: np.ndarray | None = None, reviewed_share: float = 0.0) -> None:
     """Recompute BN running statistics as a plain average over training frames with the final
     weights, so evaluation and serving see statistics that match the weights they run with. The frames
     are mixed as the training batches were: with `reviewed_share` of them reviewed frames. (Statistics
